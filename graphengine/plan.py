@@ -1,0 +1,208 @@
+"""The compiled plan: what forward, backward and jvp actually run.
+
+``compile_plan`` reads the networkx structure once per structural change and lowers it
+to a flat tuple of steps ``(kind, forward, backward, a, b, out)`` over an
+integer-indexed list of values: ``a`` and ``b`` are the input slots (``a`` is the tuple
+of slots for a user's gate), ``out`` the gate's own slot. The loops below touch no
+networkx, look up no names and recurse nowhere; backward adds each input's gradient
+into its slot, so gradients arriving along several paths are summed for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from .errors import GraphError
+from .gates import BUILTIN, Gate, fit
+
+# step kinds: a built-in gate of one or two inputs (trusted to return correct
+# gradients), or a user's gate of any arity, whose results are checked
+UNARY, BINARY, CHECKED = 1, 2, 0
+
+
+def as_value(v, what: str):
+    """A float or a float numpy array from a user's number or array, else GraphError."""
+    if v.__class__ is float:
+        return v
+    if isinstance(v, (bool, int, float, np.integer, np.floating, np.bool_)):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        try:
+            v = np.asarray(v)
+        except ValueError as exc:
+            raise GraphError(f"{what}: not a rectangular array of numbers ({exc})") from None
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in "biu":
+            v = v.astype(float)
+        elif v.dtype.kind != "f":
+            raise GraphError(f"{what}: expected numbers, got an array of dtype {v.dtype}")
+        return float(v) if v.ndim == 0 else v
+    raise GraphError(f"{what}: expected a number or a numpy array, got {type(v).__name__}")
+
+
+@dataclass(eq=False)
+class Plan:
+    names: list            # slot -> node name
+    slot: dict             # node name -> slot
+    steps: tuple           # (kind, forward, backward, a, b, out), topological order
+    gates: tuple           # (gate, input slots, out) per step, same order
+    inputs: tuple          # (slot, name) of each input leaf to feed
+    stored: tuple          # (slot, attrs) of each parameter and constant
+    out: int               # the output's slot
+    outside: tuple         # names of nodes not upstream of the output
+
+    def forward(self, vals: list) -> None:
+        out = -1
+        try:
+            for kind, fwd, _, a, b, out in self.steps:
+                if kind == UNARY:
+                    vals[out] = fwd(vals[a])
+                elif kind == BINARY:
+                    vals[out] = fwd(vals[a], vals[b])
+                else:
+                    vals[out] = as_value(fwd(*[vals[i] for i in a]),
+                                         f"node {self.names[out]!r}: forward returned")
+        except Exception as exc:
+            raise self._failure(out, "forward", vals, exc) from exc
+
+    def backward(self, vals: list, seed) -> list:
+        grads = [None] * len(vals)
+        grads[self.out] = seed
+        out = -1
+        try:
+            for kind, _, bwd, a, b, out in reversed(self.steps):
+                if kind == UNARY:
+                    (p,) = bwd(grads[out])
+                    cur = grads[a]
+                    grads[a] = p if cur is None else cur + p
+                elif kind == BINARY:
+                    p, q = bwd(grads[out])
+                    cur = grads[a]
+                    grads[a] = p if cur is None else cur + p
+                    cur = grads[b]
+                    grads[b] = q if cur is None else cur + q
+                else:
+                    parts = self._checked(out, a, bwd(grads[out]), vals)
+                    for i, p in zip(a, parts):
+                        cur = grads[i]
+                        grads[i] = p if cur is None else cur + p
+        except Exception as exc:
+            raise self._failure(out, "backward", vals, exc) from exc
+        return grads
+
+    def jvp(self, vals: list, tangents: list) -> list:
+        """Carry ``tangents`` (pre-filled for the leaves) forward through every step."""
+        for gate, ins, out in self.gates:
+            if type(gate).jvp is Gate.jvp:
+                raise GraphError(f"node {self.names[out]!r}: gate {type(gate).__name__} "
+                                 "has no jvp, so forward mode cannot pass through it")
+        out = -1
+        try:
+            for gate, ins, out in self.gates:
+                tangents[out] = gate.jvp(*[tangents[i] for i in ins])
+        except Exception as exc:
+            raise self._failure(out, "jvp", vals, exc) from exc
+        return tangents
+
+    def _checked(self, out, ins, parts, vals):
+        name = self.names[out]
+        try:
+            parts = list(parts)
+        except TypeError:
+            raise GraphError(f"node {name!r}: backward must return a sequence of "
+                             f"{len(ins)} gradients, got {type(parts).__name__}") from None
+        if len(parts) != len(ins):
+            raise GraphError(f"node {name!r}: backward returned {len(parts)} gradients "
+                             f"for {len(ins)} inputs")
+        checked = []
+        for k, (i, p) in enumerate(zip(ins, parts)):
+            x = vals[i]
+            if p is None:
+                checked.append(0.0 if x.__class__ is float else np.zeros(np.shape(x)))
+                continue
+            p = as_value(p, f"node {name!r}: backward's gradient {k}")
+            want, got = np.shape(x), np.shape(p)
+            if got != want:
+                try:
+                    ok = np.broadcast_shapes(want, got) == got
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise GraphError(f"node {name!r}: backward's gradient {k} has shape "
+                                     f"{got}, expected {want} (the shape of input "
+                                     f"{self.names[i]!r})")
+                p = fit(p, x)
+            checked.append(p)
+        return checked
+
+    def _failure(self, out, phase, vals, exc):
+        if isinstance(exc, GraphError) or out < 0:
+            return exc
+        gate, ins, _ = next(step for step in self.gates if step[2] == out)
+        shapes = ", ".join(f"{self.names[i]!r} {np.shape(vals[i])}" for i in ins)
+        return GraphError(f"node {self.names[out]!r} ({gate.label}) failed in {phase} "
+                          f"on inputs {shapes}: {exc}")
+
+
+def _order(dag: nx.MultiDiGraph, output) -> list:
+    """The output's ancestors and itself, topologically, ties by insertion order."""
+    keep = nx.ancestors(dag, output)
+    keep.add(output)
+    order = [v for v in dag if v in keep]
+    seen = set()
+    for v in order:                       # insertion order is topological for builders
+        if any(u not in seen for u in dag.pred[v]):
+            break
+        seen.add(v)
+    else:
+        return order
+    sub = dag.subgraph(order)
+    rank = {v: k for k, v in enumerate(order)}
+    try:
+        return list(nx.lexicographical_topological_sort(sub, key=rank.__getitem__))
+    except nx.NetworkXUnfeasible:
+        cycle = " -> ".join(str(u) for u, *_ in nx.find_cycle(sub))
+        raise GraphError(f"the graph has a cycle through nodes {cycle}") from None
+
+
+def compile_plan(dag: nx.MultiDiGraph, output) -> Plan:
+    """Lower the part of ``dag`` that ``output`` depends on to a Plan."""
+    order = _order(dag, output)
+    slot = {v: k for k, v in enumerate(order)}
+    steps, gates, inputs, stored = [], [], [], []
+    for k, v in enumerate(order):
+        attrs = dag.nodes[v]
+        kind = attrs.get("kind")
+        if kind == "input":
+            inputs.append((k, v))
+            continue
+        if kind in ("parameter", "constant"):
+            stored.append((k, attrs))
+            continue
+        gate = attrs.get("gate")
+        if kind != "gate" or not isinstance(gate, Gate):
+            raise GraphError(f"node {v!r}: kind {kind!r} with gate {gate!r} is not a "
+                             "valid node (expected input, parameter, constant or gate)")
+        arity = dag.in_degree(v)
+        ins = [None] * arity
+        for u, _, s in dag.in_edges(v, data="slot"):
+            if not isinstance(s, int) or not 0 <= s < arity or ins[s] is not None:
+                raise GraphError(f"node {v!r}: its {arity} input edges must have slots "
+                                 f"0..{arity - 1} once each, got slot {s!r} from {u!r}")
+            ins[s] = slot[u]
+        if gate.arity is not None and gate.arity != arity:
+            raise GraphError(f"node {v!r}: gate {gate.label} takes {gate.arity} inputs, "
+                             f"has {arity}")
+        ins = tuple(ins)
+        gates.append((gate, ins, k))
+        if type(gate) in BUILTIN and arity in (UNARY, BINARY):
+            b = ins[1] if arity == BINARY else None
+            steps.append((arity, gate.forward, gate.backward, ins[0], b, k))
+        else:
+            steps.append((CHECKED, gate.forward, gate.backward, ins, None, k))
+    outside = tuple(v for v in dag if v not in slot)
+    return Plan(order, slot, tuple(steps), tuple(gates), tuple(inputs), tuple(stored),
+                slot[output], outside)
