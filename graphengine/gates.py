@@ -497,6 +497,8 @@ class MatMulGate(Gate):
             k, m = b.shape
             gb = a.reshape(-1, k).T @ np.reshape(g, (-1, m))
             return ga, gb
+        if a.ndim == 1 and b.ndim == 1:
+            return g * b, g * a
         # general case: promote vectors to matrices, then undo the promotion
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b

@@ -1,0 +1,357 @@
+"""Every built-in gate, one table row each: value and gradient against a closed form,
+against central differences, and jvp against both; on scalars and on arrays."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from graphengine import gates as G
+
+rng = np.random.default_rng(0)
+
+
+def sig(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def unbroadcast(g, shape):
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for i, n in enumerate(shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def ce_value(z, y):
+    z2 = np.atleast_2d(z)
+    p = softmax(z2)
+    return -np.mean(np.log(p[np.arange(len(z2)), np.atleast_1d(y).astype(int)]))
+
+
+def ce_grad(z, y):
+    z2 = np.atleast_2d(z)
+    d = softmax(z2)
+    d[np.arange(len(z2)), np.atleast_1d(y).astype(int)] -= 1
+    return (d / len(z2)).reshape(np.shape(z))
+
+
+def normal(*shape):
+    return lambda: rng.normal(size=shape) if shape else float(rng.normal())
+
+
+def positive(*shape):
+    return lambda: rng.uniform(0.5, 2.0, size=shape) if shape else float(rng.uniform(0.5, 2.0))
+
+
+def away_from_zero(*shape):
+    def draw():
+        v = rng.uniform(0.3, 2.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+        return v if shape else float(v)
+    return draw
+
+
+def distinct_pair(*shape):
+    # two inputs that never tie (max) and are never near each other
+    def x():
+        v = rng.normal(size=shape)
+        return v if shape else float(v)
+    def y_from(x):
+        off = rng.uniform(0.2, 1.0, size=np.shape(x)) * rng.choice([-1.0, 1.0], size=np.shape(x))
+        return x + off if shape else float(x + off)
+    return x, y_from
+
+
+def labels(batch, classes):
+    return lambda: rng.integers(0, classes, size=batch).astype(float) if batch else \
+        float(rng.integers(0, classes))
+
+
+# Row: id, gate factory, input samplers (a callable for dependent inputs gets the first
+# input), value closed form, gradient closed form (inputs, upstream) -> gradients,
+# which inputs are differentiable (for central differences).
+ROWS = []
+
+
+def row(id, make, samplers, value, grads, diff=None):
+    ROWS.append(pytest.param(make, samplers, value, grads, diff, id=id))
+
+
+def elementwise_unary(op, make, f, df, domain):
+    for shape in [(), (3, 4)]:
+        row(f"{op}-{'scalar' if not shape else 'array'}", make, [domain(*shape)],
+            lambda x, f=f: f(x), lambda x, g, df=df: [g * df(x)])
+
+
+elementwise_unary("neg", G.NegateGate, lambda x: -x, lambda x: -np.ones_like(x), normal)
+elementwise_unary("pow3", lambda: G.PowGate(3), lambda x: x ** 3, lambda x: 3 * x ** 2, normal)
+elementwise_unary("pow-half", lambda: G.PowGate(0.5), np.sqrt, lambda x: 0.5 / np.sqrt(x), positive)
+elementwise_unary("pow-neg", lambda: G.PowGate(-2), lambda x: x ** -2.0,
+                  lambda x: -2 * x ** -3.0, away_from_zero)
+elementwise_unary("pow2", lambda: G.PowGate(2), lambda x: x * x, lambda x: 2 * x, normal)
+elementwise_unary("pow1", lambda: G.PowGate(1), lambda x: x, np.ones_like, normal)
+elementwise_unary("pow0", lambda: G.PowGate(0), np.ones_like, np.zeros_like, normal)
+elementwise_unary("exp", G.ExpGate, np.exp, np.exp, normal)
+elementwise_unary("log", G.LogGate, np.log, lambda x: 1 / x, positive)
+elementwise_unary("sigmoid", G.SigmoidGate, sig, lambda x: sig(x) * (1 - sig(x)), normal)
+elementwise_unary("tanh", G.TanhGate, np.tanh, lambda x: 1 - np.tanh(x) ** 2, normal)
+elementwise_unary("relu", G.ReluGate, lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0,
+                  away_from_zero)
+
+
+def elementwise_binary(op, make, f, dfx, dfy, xs, ys):
+    for name, sx, sy in [("scalar", (), ()), ("array", (3, 4), (3, 4)),
+                         ("broadcast", (3, 4), (4,)), ("broadcast-col", (3, 1), (1, 4)),
+                         ("array-scalar", (2, 3), ())]:
+        row(f"{op}-{name}", make, [xs(*sx), ys(*sy)],
+            lambda x, y, f=f: f(x, y),
+            lambda x, y, g, dfx=dfx, dfy=dfy: [
+                unbroadcast(np.asarray(g * dfx(x, y)), np.shape(x)).reshape(np.shape(x)),
+                unbroadcast(np.asarray(g * dfy(x, y)), np.shape(y)).reshape(np.shape(y))])
+
+
+one = np.ones_like
+elementwise_binary("add", G.AddGate, lambda x, y: x + y, lambda x, y: one(x + y),
+                   lambda x, y: one(x + y), normal, normal)
+elementwise_binary("sub", G.SubtractGate, lambda x, y: x - y, lambda x, y: one(x + y),
+                   lambda x, y: -one(x + y), normal, normal)
+elementwise_binary("mul", G.MultiplyGate, lambda x, y: x * y, lambda x, y: y + 0 * x,
+                   lambda x, y: x + 0 * y, normal, normal)
+elementwise_binary("div", G.DivideGate, lambda x, y: x / y, lambda x, y: 1 / y + 0 * x,
+                   lambda x, y: -x / y ** 2, normal, away_from_zero)
+elementwise_binary("power", G.PowerGate, lambda x, y: x ** y,
+                   lambda x, y: y * x ** (y - 1), lambda x, y: x ** y * np.log(x),
+                   positive, normal)
+elementwise_binary("mse", G.MSELoss, lambda x, y: np.mean((x - np.broadcast_to(y, np.broadcast_shapes(np.shape(x), np.shape(y)))) ** 2),
+                   lambda x, y: 2 * (x - y) / np.size(x - y), lambda x, y: -2 * (x - y) / np.size(x - y),
+                   normal, normal)
+for shape in [(), (3, 4), (5,)]:
+    xs, ys = distinct_pair(*shape)
+    row(f"max-{shape}", G.MaxGate, [xs, ys], np.maximum,
+        lambda x, y, g: [g * (x > y), g * (y > x)])
+
+for id, sa, sb in [("mat-mat", (3, 4), (4, 2)), ("vec-mat", (4,), (4, 2)),
+                   ("mat-vec", (3, 4), (4,)), ("vec-vec", (4,), (4,)),
+                   ("batch-mat", (2, 3, 4), (4, 5)), ("batch-batch", (2, 3, 4), (2, 4, 5)),
+                   ("mat-batch", (3, 4), (2, 4, 5))]:
+    def mm_grads(a, b, g):
+        if a.ndim == 1 and b.ndim == 1:
+            return [g * b, g * a]
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = np.asarray(g)
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        ga = g2 @ np.swapaxes(b2, -1, -2)
+        gb = np.swapaxes(a2, -1, -2) @ g2
+        return [unbroadcast(ga, a2.shape).reshape(a.shape),
+                unbroadcast(gb, b2.shape).reshape(b.shape)]
+    row(f"matmul-{id}", G.MatMulGate, [normal(*sa), normal(*sb)], np.matmul, mm_grads)
+
+for axis in [None, 0, 1, -1, (0, 2)]:
+    shape = (2, 3, 4)
+    def red_grad(x, g, axis=axis, mean=False):
+        n = x.size if axis is None else np.prod([x.shape[a] for a in np.atleast_1d(axis)])
+        g = np.asarray(g)
+        if axis is not None:
+            g = np.expand_dims(g, axis)
+        return [np.broadcast_to(g, x.shape) / (n if mean else 1)]
+    row(f"sum-axis{axis}", lambda axis=axis: G.SumGate(axis), [normal(*shape)],
+        lambda x, axis=axis: np.sum(x, axis=axis), red_grad)
+    row(f"mean-axis{axis}", lambda axis=axis: G.MeanGate(axis), [normal(*shape)],
+        lambda x, axis=axis: np.mean(x, axis=axis),
+        lambda x, g, red_grad=red_grad: red_grad(x, g, mean=True))
+row("sum-scalar", G.SumGate, [normal()], lambda x: x, lambda x, g: [g])
+
+for id, zs, ys in [("batch", normal(5, 4), labels(5, 4)), ("single", normal(3), labels(0, 3)),
+                   ("large-logits", lambda: rng.normal(size=(4, 3)) * 300, labels(4, 3))]:
+    row(f"softmax_ce-{id}", G.SoftmaxCrossEntropy, [zs, ys], ce_value,
+        lambda z, y, g: [g * ce_grad(z, y), np.zeros(np.shape(y))], diff=[0])
+
+
+def covered_ops():
+    return {p.values[0]().op for p in ROWS}
+
+
+def test_every_registered_gate_has_a_row():
+    missing = {op for op, cls in G.GATES.items() if cls in G.BUILTIN} - covered_ops()
+    assert not missing, f"gates without a row in the table: {sorted(missing)}"
+
+
+def sample(samplers):
+    xs = []
+    for s in samplers:
+        try:
+            xs.append(s())
+        except TypeError:
+            xs.append(s(xs[0]))
+    return xs
+
+
+def run(make, xs):
+    gate = make()
+    out = gate.forward(*[np.copy(x) if isinstance(x, np.ndarray) else x for x in xs])
+    return gate, out
+
+
+def numeric_grad(make, xs, k, upstream, eps=1e-6):
+    x = np.array(xs[k], dtype=float)
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        for sign in (1, -1):
+            xp = x.copy()
+            xp[idx] += sign * eps
+            args = list(xs)
+            args[k] = float(xp) if np.ndim(xs[k]) == 0 else xp
+            _, out = run(make, args)
+            grad[idx] += sign * np.sum(upstream * out) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("make, samplers, value, grads, diff", ROWS)
+def test_value_and_gradient(make, samplers, value, grads, diff):
+    xs = sample(samplers)
+    gate, out = run(make, xs)
+    np.testing.assert_allclose(out, value(*xs), rtol=1e-12, atol=1e-12)
+    assert np.shape(out) == np.shape(value(*xs))
+    upstream = rng.normal(size=np.shape(out)) if np.ndim(out) else float(rng.normal())
+    got = gate.backward(upstream)
+    want = grads(*xs, upstream)
+    assert len(got) == len(xs)
+    for k, (gk, wk) in enumerate(zip(got, want)):
+        assert np.shape(gk) == np.shape(xs[k]), f"gradient {k} has the wrong shape"
+        np.testing.assert_allclose(gk, wk, rtol=1e-10, atol=1e-12)
+        if diff is None or k in diff:
+            num = numeric_grad(make, xs, k, upstream)
+            np.testing.assert_allclose(gk, num, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, samplers, value, grads, diff", ROWS)
+def test_jvp_matches_backward_and_differences(make, samplers, value, grads, diff):
+    xs = sample(samplers)
+    gate, out = run(make, xs)
+    tangents = [rng.normal(size=np.shape(x)) if np.ndim(x) else float(rng.normal()) for x in xs]
+    for k in range(len(xs)):
+        if diff is not None and k not in diff:
+            tangents[k] = np.zeros(np.shape(xs[k])) if np.ndim(xs[k]) else 0.0
+    out_dot = gate.jvp(*tangents)
+    assert np.shape(out_dot) == np.shape(out)
+    upstream = rng.normal(size=np.shape(out)) if np.ndim(out) else float(rng.normal())
+    # <u, J t> = <J^T u, t>
+    lhs = np.sum(upstream * out_dot)
+    rhs = sum(np.sum(gk * tk) for gk, tk in zip(gate.backward(upstream), tangents))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-10)
+    eps = 1e-6
+    plus = run(make, [x + eps * t for x, t in zip(xs, tangents)])[1]
+    minus = run(make, [x - eps * t for x, t in zip(xs, tangents)])[1]
+    np.testing.assert_allclose(out_dot, (np.asarray(plus) - minus) / (2 * eps),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_scalars_stay_python_floats():
+    for make, args in [(G.SigmoidGate, [0.3]), (G.AddGate, [1.0, 2.0]), (G.MultiplyGate, [1.0, 2.0]),
+                       (G.ExpGate, [1.0]), (G.LogGate, [2.0]), (G.MaxGate, [1.0, 2.0]),
+                       (G.TanhGate, [1.0]), (G.ReluGate, [1.0]), (G.DivideGate, [1.0, 2.0])]:
+        gate = make()
+        assert type(gate.forward(*args)) is float
+        assert all(type(d) is float for d in gate.backward(1.0))
+
+
+# ---------------------------------------------------------------- conventions at kinks
+
+def test_max_tie_splits_the_gradient_equally():
+    gate = G.MaxGate()
+    assert gate.forward(2.0, 2.0) == 2.0
+    assert gate.backward(1.0) == (0.5, 0.5)
+    gate.forward(np.array([1.0, 3.0, 2.0]), np.array([1.0, 2.0, 5.0]))
+    gx, gy = gate.backward(np.ones(3))
+    np.testing.assert_array_equal(gx, [0.5, 1.0, 0.0])
+    np.testing.assert_array_equal(gy, [0.5, 0.0, 1.0])
+
+
+def test_max_routes_the_gradient_to_the_larger_input():
+    gate = G.MaxGate()
+    gate.forward(4.0, -1.0)
+    assert gate.backward(3.0) == (3.0, 0.0)
+    gate.forward(-4.0, -1.0)
+    assert gate.backward(3.0) == (0.0, 3.0)
+
+
+def test_relu_passes_no_gradient_at_zero():
+    gate = G.ReluGate()
+    assert gate.forward(0.0) == 0.0
+    assert gate.backward(1.0) == (0.0,)
+    gate.forward(np.array([-1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(gate.backward(np.ones(3))[0], [0.0, 0.0, 1.0])
+
+
+# ---------------------------------------------------------------- numerical stability
+
+@pytest.mark.parametrize("x", [1000.0, -1000.0, 710.0, -745.5])
+def test_sigmoid_is_stable(x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gate = G.SigmoidGate()
+        s = gate.forward(x)
+        (d,) = gate.backward(1.0)
+        assert math.isfinite(s) and math.isfinite(d)
+        assert s == (1.0 if x > 0 else pytest.approx(0.0, abs=1e-300))
+        s_arr = gate.forward(np.array([x, -x, 0.0]))
+        (d_arr,) = gate.backward(np.ones(3))
+        assert np.all(np.isfinite(s_arr)) and np.all(np.isfinite(d_arr))
+        np.testing.assert_allclose(s_arr[2], 0.5)
+
+
+def test_sigmoid_keeps_tiny_values():
+    assert G.SigmoidGate().forward(-40.0) == pytest.approx(math.exp(-40.0), rel=1e-12)
+    assert G.SigmoidGate().forward(np.array([-40.0]))[0] == pytest.approx(math.exp(-40.0), rel=1e-12)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gate = G.SoftmaxCrossEntropy()
+        z = np.array([[1000.0, 0.0, -1000.0], [-1000.0, 1000.0, 0.0]])
+        loss = gate.forward(z, np.array([0, 0]))
+        assert loss == pytest.approx(1000.0)    # row 1 is right, row 2 is off by 2000 / 2
+        (d, _) = gate.backward(1.0)
+        assert np.all(np.isfinite(d))
+        np.testing.assert_allclose(d.sum(axis=1), 0.0, atol=1e-12)
+
+
+def test_scalar_overflow_follows_numpy_not_python():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert G.ExpGate().forward(1000.0) == math.inf
+        assert G.PowGate(2).forward(1e300) == math.inf
+        assert math.isnan(G.PowGate(0.5).forward(-4.0))
+        assert G.LogGate().forward(0.0) == -math.inf
+        assert math.isnan(G.LogGate().forward(-1.0))
+        assert G.DivideGate().forward(1.0, 0.0) == math.inf
+        assert G.DivideGate().forward(-1.0, 0.0) == -math.inf
+
+
+def test_softmax_cross_entropy_rejects_bad_labels():
+    with pytest.raises(ValueError, match="labels must be integer classes"):
+        G.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="labels must be integer classes"):
+        G.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.array([0.5, 1]))
+    with pytest.raises(ValueError, match="3 labels for 2 rows"):
+        G.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.array([0, 1, 2]))
+
+
+def test_config_rebuilds_each_gate():
+    for op, cls in G.GATES.items():
+        gate = cls(**{"p": 3.0} if op == "pow" else {})
+        assert type(cls(**gate.config())) is cls
+    assert G.SumGate((0, 1)).config() == {"axis": [0, 1]}
+    assert G.PowGate(3).config() == {"p": 3.0}
