@@ -71,7 +71,7 @@ class Node:
     @value.setter
     def value(self, v):
         if self.kind != "parameter":
-            raise GraphError(f"node {self.name!r} is a {self.kind}: only a parameter's "
+            raise GraphError(f"node {self.name!r} is of kind {self.kind!r}: only a parameter's "
                              "value can be set (feed inputs to forward)")
         self._attrs["value"] = as_value(v, f"parameter {self.name!r}")
 
@@ -607,12 +607,12 @@ class ComputationalGraph:
         for v in order:
             attrs = dag.nodes[v]
             kind = attrs.get("kind")
-            ins = sorted(((s, u) for u, _, s in dag.in_edges(v, data="slot")),
-                         key=lambda e: (not isinstance(e[0], int), e[0] if isinstance(e[0], int) else 0))
-            slots = [s for s, _ in ins]
+            ins = [(s, u) for u, _, s in dag.in_edges(v, data="slot")]
+            slots = sorted(s for s, _ in ins if isinstance(s, int) and not isinstance(s, bool))
             if slots != list(range(len(ins))):
                 raise GraphError(f"node {v!r}: input edge slots must be 0..{len(ins) - 1} "
-                                 f"once each, got {slots}")
+                                 f"once each, got {[s for s, _ in ins]}")
+            ins.sort()
             if kind == "gate":
                 gate = attrs.get("gate")
                 if not isinstance(gate, G.Gate):
@@ -621,7 +621,7 @@ class ComputationalGraph:
                 g.apply(copy.copy(gate), *(g[u] for _, u in ins), name=v)
                 continue
             if ins:
-                raise GraphError(f"node {v!r}: a {kind} cannot have inputs")
+                raise GraphError(f"node {v!r}: {kind!r} nodes are leaves and cannot have inputs")
             if kind == "input":
                 g.input(v)
             elif kind in ("parameter", "constant"):
