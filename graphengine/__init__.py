@@ -11,7 +11,10 @@
 from .errors import GraphError
 from .gates import GATES, Gate, register
 from .graph import ComputationalGraph, Node
+from .gradcheck import gradcheck
+from . import testing  # noqa: E402  (ge.testing.assert_gradients)
 
 __version__ = "0.1.0"
 
-__all__ = ["ComputationalGraph", "Node", "Gate", "GraphError", "GATES", "register"]
+__all__ = ["ComputationalGraph", "Node", "Gate", "GraphError", "GATES", "register",
+           "gradcheck"]
