@@ -13,6 +13,7 @@ from .gates import GATES, Gate, register
 from .graph import ComputationalGraph, Node
 from .gradcheck import gradcheck
 from . import testing  # noqa: E402  (ge.testing.assert_gradients)
+from . import datasets, nn, optim, train  # noqa: E402  (networks and training)
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,327 @@
+"""Training: a compiled training step, the minibatch loop ``fit``, evaluation,
+and ``train_digits``, the MLP on the digits data that ``graphengine train`` runs."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+
+from . import datasets, nn, optim
+from .errors import GraphError
+from .gates import BUILTIN, MatMulGate, SoftmaxCrossEntropy
+from .graph import ComputationalGraph, Node
+from .plan import as_value
+
+__all__ = ["History", "compile_step", "evaluate", "fit", "train_digits"]
+
+
+@dataclass
+class History:
+    """Per-epoch records of ``fit``: mean training loss and accuracy, and the
+    held-out loss and accuracy when validation data is given (accuracies are None
+    when the loss is not a softmax cross-entropy)."""
+
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _node(g: ComputationalGraph, node, what: str) -> Node:
+    if isinstance(node, Node):
+        if node.graph is not g:
+            raise GraphError(f"{what}: node {node.name!r} belongs to another graph")
+        return node
+    return g[node]
+
+
+def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
+    """A function ``step(feed) -> loss`` that runs one training step on ``g``.
+
+    One step is a forward pass, a backward pass pruned to what the optimizer's
+    parameters need (no gradients for the data, so ``x @ W1`` never computes
+    ``d/dx``) and ``optimizer.update``. The output must be a scalar loss. Values
+    stay readable as ``node.value``, and parameters' gradients as ``node.grad``
+    (nodes no parameter depends on get ``grad`` None).
+
+    Examples
+    --------
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph()
+    >>> w = g.parameter("w", 3.0)
+    >>> loss = (w * g.input("x") - 1.0) ** 2
+    >>> step = ge.train.compile_step(g, ge.optim.SGD([w], lr=0.1))
+    >>> step({"x": 1.0}), w.value
+    (4.0, 2.6)
+    """
+    for p in optimizer.params:
+        if p.graph is not g:
+            raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
+    state = {}
+
+    def compile_():
+        plan = g.plan()
+        for p in optimizer.params:
+            if p.name not in plan.slot:
+                raise GraphError(f"compile_step: the loss {plan.names[plan.out]!r} does not "
+                                 f"depend on parameter {p.name!r}")
+        pslots = [plan.slot[p.name] for p in optimizer.params]
+        needs = [False] * len(plan.names)
+        for s in pslots:
+            needs[s] = True
+        for _, ins, out in plan.gates:
+            needs[out] = any(needs[i] for i in ins)
+        steps = []
+        for gate, ins, out in reversed(plan.gates):
+            if not needs[out]:
+                continue
+            want = tuple(needs[i] for i in ins)
+            bwd = gate.backward
+            if type(gate) is MatMulGate and not all(want):
+                bwd = partial(bwd, need=want)
+            steps.append((bwd, ins, want, out, type(gate) not in BUILTIN))
+        state.update(plan=plan, pslots=pslots, steps=tuple(steps),
+                     vals=[None] * len(plan.names))
+
+    def step(feed: dict) -> float:
+        if state.get("plan") is not g._plan or g._plan is None:
+            compile_()
+        plan, vals = state["plan"], state["vals"]
+        for slot, name in plan.inputs:
+            try:
+                v = feed[name]
+            except KeyError:
+                raise GraphError(f"input {name!r} needs a value: the loss "
+                                 f"{plan.names[plan.out]!r} depends on it") from None
+            vals[slot] = as_value(v, f"feed for input {name!r}")
+        for slot, attrs in plan.stored:
+            vals[slot] = attrs["value"]
+        g._vals_plan = None
+        plan.forward(vals)
+        g._vals, g._vals_plan = vals, plan
+        loss = vals[plan.out]
+        if loss.__class__ is not float:
+            raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
+                             f"scalar loss, got shape {np.shape(loss)}")
+        grads = [None] * len(vals)
+        grads[plan.out] = 1.0
+        for bwd, ins, want, out, checked in state["steps"]:
+            parts = bwd(grads[out])
+            if checked:
+                parts = plan._checked(out, ins, parts, vals)
+            for i, p, w in zip(ins, parts, want):
+                if w:
+                    cur = grads[i]
+                    grads[i] = p if cur is None else cur + p
+        g._grads, g._grads_plan = grads, plan
+        optimizer.update([grads[s] for s in state["pslots"]])
+        return loss
+
+    return step
+
+
+def _logits_of(g: ComputationalGraph, logits) -> Node | None:
+    if logits is not None:
+        return _node(g, logits, "fit")
+    out = g.output
+    if isinstance(out.gate, SoftmaxCrossEntropy):
+        return out.inputs[0]
+    return None
+
+
+def evaluate(g: ComputationalGraph, X, y, *, x="x", labels="y", logits=None):
+    """The loss and accuracy of ``g`` on ``(X, y)`` in one forward pass.
+
+    Returns ``(loss, accuracy)``; accuracy is the fraction of rows whose largest
+    logit is the label, or None when the loss has no logits (see ``fit``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph()
+    >>> z = g.input("x") @ np.eye(2)
+    >>> loss = g.softmax_cross_entropy(z, g.input("y"))
+    >>> ge.train.evaluate(g, np.array([[0.0, 5.0], [1.0, 0.0]]), np.array([1, 1]))[1]
+    0.5
+    """
+    xn, yn = _node(g, x, "evaluate"), _node(g, labels, "evaluate")
+    out = _logits_of(g, logits)
+    loss = g.forward({xn: X, yn: y})
+    acc = None
+    if out is not None:
+        acc = float(np.mean(np.argmax(np.atleast_2d(out.value), axis=1) == np.ravel(y)))
+    return loss, acc
+
+
+def _check_data(X, y, what: str):
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    if X.ndim < 1 or y.ndim < 1 or len(X) != len(y) or len(X) == 0:
+        raise GraphError(f"{what}: expected X and y with the same number of rows (at least "
+                         f"one), got shapes {X.shape} and {y.shape}")
+    return X, y.astype(float)
+
+
+def _progress(total: int, quiet: bool, desc: str):
+    if quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False)
+
+
+def fit(g: ComputationalGraph, optimizer: optim.Optimizer, X, y, *, epochs: int = 10,
+        batch_size: int = 32, validation=None, seed: int = 0, x="x", labels="y",
+        logits=None, quiet: bool = False, log=None) -> History:
+    """Train ``g`` (whose output is the loss) on ``(X, y)`` with minibatches.
+
+    Each epoch shuffles the rows with ``numpy.random.default_rng(seed)``, runs one
+    ``compile_step`` per minibatch (the last one may be smaller), and records the
+    mean loss and accuracy; with ``validation=(X_val, y_val)`` it then evaluates the
+    held-out data. A tqdm progress bar is shown on stderr when it is a terminal,
+    tqdm is installed and ``quiet`` is false.
+
+    Parameters
+    ----------
+    g : ComputationalGraph
+        A graph whose output is a scalar loss of inputs ``x`` and ``labels``.
+    optimizer : Optimizer
+        Updates the parameters (e.g. ``ge.optim.SGD(g.parameters(), lr=0.1)``).
+    X, y : array_like
+        Rows of samples and their targets (class indices for a cross-entropy loss).
+    epochs, batch_size : int
+        Passes over the data, and rows per step.
+    validation : tuple of (X_val, y_val), optional
+        Held-out data evaluated after every epoch.
+    seed : int
+        Seed of the shuffling.
+    x, labels : str or Node
+        The input nodes fed with the rows of ``X`` and ``y``.
+    logits : str or Node, optional
+        The node whose row-wise argmax is the predicted class; by default the first
+        input of a softmax cross-entropy output (no accuracy for other losses).
+    quiet : bool
+        No progress bar.
+    log : callable, optional
+        Called with one line of text per epoch (epoch, losses, accuracies).
+
+    Returns
+    -------
+    History
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import graphengine as ge
+    >>> X, y = ge.datasets.digits()
+    >>> g = ge.ComputationalGraph()
+    >>> logits = ge.nn.mlp(g, g.input("x"), [64, 32, 10])
+    >>> loss = g.softmax_cross_entropy(logits, g.input("y"))
+    >>> opt = ge.optim.SGD(g.parameters(), lr=0.1, momentum=0.9)
+    >>> h = ge.train.fit(g, opt, X[:1500], y[:1500], epochs=5, validation=(X[1500:], y[1500:]))
+    >>> h.val_accuracy[-1] > 0.8
+    True
+    """
+    for value, what in ((epochs, "epochs"), (batch_size, "batch_size")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise GraphError(f"fit: {what} must be a positive integer, got {value!r}")
+    X, y = _check_data(X, y, "fit")
+    if validation is not None:
+        try:
+            Xv, yv = validation
+        except (TypeError, ValueError):
+            raise GraphError("fit: validation must be a pair (X_val, y_val)") from None
+        Xv, yv = _check_data(Xv, yv, "fit: validation")
+    xn, yn = _node(g, x, "fit"), _node(g, labels, "fit")
+    out = _logits_of(g, logits)
+    step = compile_step(g, optimizer)
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    batches = math.ceil(n / batch_size)
+    history = History()
+    bar = _progress(epochs * batches, quiet, "train")
+    start = time.perf_counter()
+    try:
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(n)
+            total = correct = 0.0
+            for lo in range(0, n, batch_size):
+                rows = order[lo:lo + batch_size]
+                yb = y[rows]
+                total += step({xn.name: X[rows], yn.name: yb}) * len(rows)
+                if out is not None:
+                    # the logits of this forward, before the update
+                    correct += np.count_nonzero(np.argmax(out.value, axis=-1) == yb)
+                if bar is not None:
+                    bar.update()
+            history.loss.append(total / n)
+            history.accuracy.append(correct / n if out is not None else None)
+            line = f"epoch {epoch:>3}/{epochs}  loss {total / n:.4f}"
+            if out is not None:
+                line += f"  accuracy {correct / n:.4f}"
+            if validation is not None:
+                vloss, vacc = evaluate(g, Xv, yv, x=xn, labels=yn, logits=out)
+                history.val_loss.append(vloss)
+                history.val_accuracy.append(vacc)
+                line += f"  held-out loss {vloss:.4f}"
+                if vacc is not None:
+                    line += f"  accuracy {vacc:.4f}"
+            if bar is not None:
+                bar.set_postfix(loss=f"{total / n:.4f}")
+            if log is not None:
+                if bar is not None:
+                    bar.clear()
+                log(line)
+                if bar is not None:
+                    bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def train_digits(*, epochs: int = 30, lr: float = 0.1, batch_size: int = 32,
+                 hidden: int = 128, seed: int = 0, momentum: float = 0.9,
+                 test_fraction: float = 0.2, quiet: bool = False, log=None):
+    """Train a 64-hidden-10 sigmoid MLP on the digits with SGD; what ``graphengine
+    train`` runs.
+
+    The rows are split once (seeded) into a training set and a held-out set of
+    ``test_fraction`` of them; the network is ``nn.mlp`` with softmax
+    cross-entropy, trained by ``fit`` with ``optim.SGD(lr, momentum)``.
+
+    Returns
+    -------
+    (History, ComputationalGraph)
+        ``history.val_accuracy[-1]`` is the final held-out accuracy.
+
+    Examples
+    --------
+    >>> import graphengine as ge
+    >>> history, g = ge.train.train_digits(epochs=2, hidden=16, quiet=True)
+    >>> len(history.loss), history.val_accuracy[-1] > 0.8
+    (2, True)
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise GraphError(f"train_digits: test_fraction must be in (0, 1), got {test_fraction!r}")
+    X, y = datasets.digits()
+    order = np.random.default_rng(seed).permutation(len(X))
+    cut = len(X) - round(test_fraction * len(X))
+    train, test = order[:cut], order[cut:]
+    g = ComputationalGraph()
+    logits = nn.mlp(g, g.input("x"), [X.shape[1], hidden, 10], seed=seed)
+    g.softmax_cross_entropy(logits, g.input("y"), name="loss")
+    opt = optim.SGD(g.parameters(), lr=lr, momentum=momentum)
+    history = fit(g, opt, X[train], y[train], epochs=epochs, batch_size=batch_size,
+                  validation=(X[test], y[test]), seed=seed, quiet=quiet, log=log)
+    return history, g
