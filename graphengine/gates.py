@@ -90,10 +90,12 @@ def fit(grad, x):
     """Sum ``grad`` down to the shape of ``x``, undoing numpy broadcasting."""
     if grad.__class__ is float:
         return grad
-    shape = np.shape(x)
-    gshape = np.shape(grad)
+    shape = x.shape if x.__class__ is np.ndarray else np.shape(x)
+    gshape = grad.shape if grad.__class__ is np.ndarray else np.shape(grad)
     if gshape == shape:
         return grad
+    if gshape[1:] == shape and shape:           # a bias added to rows: sum the rows
+        return grad.sum(axis=0)
     lead = len(gshape) - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
@@ -238,6 +240,13 @@ class SigmoidGate(Unary):
             else:
                 e = _exp(x)
                 s = e / (1.0 + e)
+        elif x.__class__ is np.ndarray and x.dtype.kind == "f":
+            # in place on one buffer; e^-x = inf below x = -709 gives s = 0, as it should
+            s = np.negative(x)
+            with np.errstate(over="ignore"):
+                np.exp(s, out=s)
+            s += 1.0
+            np.divide(1.0, s, out=s)
         else:
             e = np.exp(-np.abs(x))
             s = np.where(x >= 0, 1.0, e) / (1.0 + e)
@@ -246,7 +255,10 @@ class SigmoidGate(Unary):
 
     def backward(self, upstream):
         s = self.out
-        return (upstream * (s * (1.0 - s)),)
+        d = 1.0 - s
+        d *= s
+        d *= upstream
+        return (d,)
 
     def partial(self):
         s = self.out
@@ -488,10 +500,12 @@ class MatMulGate(Gate):
         out = np.matmul(a, b)
         return float(out) if out.ndim == 0 else out
 
-    def backward(self, upstream):
+    def backward(self, upstream, need=(True, True)):
+        # need: which inputs want a gradient; training passes (False, True) for
+        # x @ W on data x, and the skipped input gets None
         a, b, g = self.a, self.b, upstream
         if a.ndim == 2 and b.ndim == 2:
-            return g @ b.T, a.T @ g
+            return (g @ b.T if need[0] else None), (a.T @ g if need[1] else None)
         if b.ndim == 2:                       # a (..., k) or (..., n, k), b (k, m)
             ga = g @ b.T
             k, m = b.shape
@@ -589,34 +603,42 @@ class SoftmaxCrossEntropy(Gate):
     op, symbol = "softmax_cross_entropy", "CE"
 
     def forward(self, logits, labels):
-        z = np.asarray(logits, dtype=np.result_type(logits, np.float32))
+        z = logits if logits.__class__ is np.ndarray and logits.dtype.kind == "f" else \
+            np.asarray(logits, dtype=np.result_type(logits, np.float32))
         if z.ndim not in (1, 2):
             raise ValueError(f"logits must have shape (classes,) or (batch, classes), got {z.shape}")
         z2 = z[None, :] if z.ndim == 1 else z
-        y = np.asarray(labels)
-        idx = y.astype(np.intp).reshape(-1)
-        if idx.shape[0] != z2.shape[0]:
-            raise ValueError(f"{idx.shape[0]} labels for {z2.shape[0]} rows of logits")
-        if np.any(idx != y.reshape(-1)) or np.any(idx < 0) or np.any(idx >= z2.shape[1]):
-            raise ValueError(f"labels must be integer classes in [0, {z2.shape[1]})")
+        y = labels if labels.__class__ is np.ndarray else np.asarray(labels)
+        y = y.reshape(-1)
+        n, classes = z2.shape
+        if n == 0:
+            raise ValueError("logits have no rows")
+        if y.shape[0] != n:
+            raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
+        idx = y.astype(np.intp)
+        if idx.min() < 0 or idx.max() >= classes or (y.dtype.kind == "f" and (idx != y).any()):
+            raise ValueError(f"labels must be integer classes in [0, {classes})")
         shifted = z2 - z2.max(axis=1, keepdims=True)   # log-sum-exp: large logits are safe
-        logsum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        logp = shifted - logsum
-        rows = np.arange(len(idx))
+        e = np.exp(shifted)
+        total = e.sum(axis=1, keepdims=True)
+        rows = np.arange(n)
         self.labels = labels
         self.shape = z.shape
         self.rows, self.idx = rows, idx
-        self.logp = logp
-        return float(-logp[rows, idx].mean())
+        self.e, self.total = e, total
+        return float(np.log(total).sum() - shifted[rows, idx].sum()) / n
 
     def _dlogits(self):
-        d = np.exp(self.logp)
-        d[self.rows, self.idx] -= 1.0
-        d /= len(self.idx)
+        n = len(self.idx)
+        d = self.e * (1.0 / (n * self.total))
+        d[self.rows, self.idx] -= 1.0 / n
         return d.reshape(self.shape)
 
     def backward(self, upstream):
-        return upstream * self._dlogits(), _zero(self.labels)
+        d = self._dlogits()
+        if upstream.__class__ is not float or upstream != 1.0:
+            d *= upstream
+        return d, _zero(self.labels)
 
     def jvp(self, logits_dot, labels_dot):
         return float(np.sum(self._dlogits() * logits_dot))
