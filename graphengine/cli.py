@@ -47,8 +47,54 @@ def cmd_explain(args) -> int:
 
 # ---------------------------------------------------------------- train
 
+def _check_train_args(args):
+    for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                        ("--hidden", args.hidden)):
+        if value < 1:
+            raise GraphError(f"{name} must be a positive integer, got {value}")
+    if not (args.lr > 0 and args.lr < float("inf")):
+        raise GraphError(f"--lr must be a positive number, got {args.lr}")
+    if args.plot is not None:
+        try:
+            import matplotlib
+        except ImportError:
+            raise GraphError("--plot needs matplotlib (pip install 'graphengine[draw]')") from None
+        matplotlib.use("Agg")
+
+
+def _plot_history(history, path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = range(1, len(history.loss) + 1)
+    ax.plot(epochs, history.loss, label="training loss")
+    ax.plot(epochs, history.val_loss, label="held-out loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("softmax cross-entropy")
+    ax.legend()
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as exc:
+        raise GraphError(f"--plot: cannot write {path!r}: {exc}") from None
+    finally:
+        plt.close(fig)
+
+
 def cmd_train(args) -> int:
-    raise NotImplementedError("graphengine train")
+    from .train import train_digits
+
+    _check_train_args(args)
+    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: {args.epochs} epochs, "
+          f"SGD lr {args.lr:g} momentum 0.9, batch {args.batch_size}, seed {args.seed}")
+    history, _ = train_digits(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                              hidden=args.hidden, seed=args.seed, quiet=args.quiet,
+                              log=print)
+    print(f"held-out accuracy {history.val_accuracy[-1]:.4f} "
+          f"after {len(history.loss)} epochs in {history.seconds:.1f} s")
+    if args.plot is not None:
+        _plot_history(history, args.plot)
+        print(f"loss curve saved to {args.plot}")
+    return 0
 
 
 # ---------------------------------------------------------------- entry point
