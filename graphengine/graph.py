@@ -497,7 +497,7 @@ class ComputationalGraph:
                                  f"shape {np.shape(out)} of output {plan.names[plan.out]!r}")
         grads = plan.backward(vals, seed)
         self._grads, self._grads_plan = grads, plan
-        result = dict(zip(plan.names, grads))
+        result = plan.as_dict(grads)
         for name in plan.outside:
             result[name] = self._zeros(name)
         return result

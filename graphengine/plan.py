@@ -54,13 +54,24 @@ class Plan:
     out: int               # the output's slot
     outside: tuple         # names of nodes not upstream of the output
 
+    def __post_init__(self):
+        # Fresh copies of the names, allocated side by side, make building the result
+        # dict of a huge graph cache-friendly (the originals are scattered in memory).
+        self.keys = [(name + ".")[:-1] for name in self.names]
+        self.template = dict.fromkeys(self.keys)
+
+    def as_dict(self, values: list) -> dict:
+        result = self.template.copy()
+        result.update(zip(self.keys, values))
+        return result
+
     def forward(self, vals: list) -> None:
         out = -1
         try:
             for kind, fwd, _, a, b, out in self.steps:
-                if kind == UNARY:
+                if kind == 1:                                  # UNARY
                     vals[out] = fwd(vals[a])
-                elif kind == BINARY:
+                elif kind == 2:                                # BINARY
                     vals[out] = fwd(vals[a], vals[b])
                 else:
                     vals[out] = as_value(fwd(*[vals[i] for i in a]),
@@ -74,11 +85,11 @@ class Plan:
         out = -1
         try:
             for kind, _, bwd, a, b, out in reversed(self.steps):
-                if kind == UNARY:
+                if kind == 1:                                  # UNARY
                     (p,) = bwd(grads[out])
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
-                elif kind == BINARY:
+                elif kind == 2:                                # BINARY
                     p, q = bwd(grads[out])
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
