@@ -153,7 +153,7 @@ def draw(g, ax=None, compact: bool | None = None, values: bool = True, title: st
         count = g.dag.number_of_edges(u, v)
         i = seen[(u, v)] = seen.get((u, v), -1) + 1
         rad = 0.35 * (i - (count - 1) / 2) if count > 1 else \
-            (-0.2 if pos[v][0] - pos[u][0] > 1.5 * XS else 0.0)
+            (-0.25 if _blocked(pos[u], pos[v], pos.values()) else 0.0)
         ax.add_patch(FancyArrowPatch(pos[u], pos[v], patchA=patches[u], patchB=patches[v],
                                      arrowstyle="-|>", mutation_scale=10 if compact else 14,
                                      connectionstyle=f"arc3,rad={rad}", color="#333333",
@@ -167,6 +167,20 @@ def draw(g, ax=None, compact: bool | None = None, values: bool = True, title: st
     elif not compact and values:
         ax.set_title("value (green) above, gradient (red) below", fontsize=9, color=GREY)
     return ax
+
+
+def _blocked(a, b, points) -> bool:
+    # does the straight arrow a -> b pass through another node? then it is bent
+    (ax_, ay), (bx, by) = a, b
+    dx, dy = bx - ax_, by - ay
+    length2 = dx * dx + dy * dy
+    for px, py in points:
+        t = ((px - ax_) * dx + (py - ay) * dy) / length2 if length2 else 0.0
+        if 0.05 < t < 0.95:
+            cx, cy = ax_ + t * dx - px, ay + t * dy - py
+            if cx * cx + cy * cy < 0.45 ** 2:
+                return True
+    return False
 
 
 def _quote(s: str) -> str:
