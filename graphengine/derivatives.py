@@ -119,7 +119,7 @@ def jvp(g, tangents: dict, feed: dict | None = None) -> dict:
             tlist[plan.slot[name]] = t
     tlist = plan.jvp(vals, tlist)
     result = {}
-    for name, t, v in zip(plan.names, tlist, vals):
+    for name, t, v in zip(plan.names, tlist, vals, strict=True):
         if np.shape(t) != np.shape(v):      # a gate's tangent may come out broadcast
             t = np.broadcast_to(t, np.shape(v)).astype(float)
             t = float(t) if t.ndim == 0 else t
@@ -188,8 +188,8 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
         slot = plan.slot.get(n.name)
         v = vals[slot] if slot is not None else n._attrs.get("value")
         shapes.append(np.shape(v) if v is not None else ())
-    result = {n.name: np.zeros(out_shape + s) for n, s in zip(leaves, shapes)}
-    used = [(n.name, plan.slot[n.name], s) for n, s in zip(leaves, shapes)
+    result = {n.name: np.zeros(out_shape + s) for n, s in zip(leaves, shapes, strict=True)}
+    used = [(n.name, plan.slot[n.name], s) for n, s in zip(leaves, shapes, strict=True)
             if n.name in plan.slot]
     if mode == "reverse":
         for idx in np.ndindex(*out_shape):
@@ -222,7 +222,7 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
 
 def _consumers(plan):
     succ = [[] for _ in plan.names]
-    for gate, ins, out in plan.gates:
+    for _, ins, out in plan.gates:
         for k, i in enumerate(ins):
             succ[i].append((out, k))
     return succ

@@ -59,7 +59,7 @@ class GradcheckReport:
         body = [(r.leaf, str(r.index), f"{r.analytic:.6g}", f"{r.numeric:.6g}",
                  f"{r.error:.2e}", "yes" if r.ok else "NO") for r in self.rows]
         widths = [max(len(line[k]) for line in [head] + body) for k in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+        lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                  for line in [head] + body]
         if self.modes is not None:
             lhs, rhs, ok = self.modes
@@ -214,7 +214,8 @@ def _check(g, feed, wrt, eps, rtol, atol):
             bad = err / (atol + rtol * abs(numeric)) if err == err else np.inf
             if worst is None or not bad <= worst[0]:
                 worst = (bad, idx, a, numeric)
-            for (gate, _, k_out), s_plus, s_minus in zip(kinks, sides[0][1], sides[1][1]):
+            signs = zip(kinks, sides[0][1], sides[1][1], strict=True)
+            for (gate, _, k_out), s_plus, s_minus in signs:
                 if not np.array_equal(s_plus, s_minus):
                     crossed.setdefault(k_out, (idx, gate))
             max_err = err if not err <= max_err else max_err

@@ -69,7 +69,7 @@ def oracle_function(g, r):
 
     def f(values):
         env = [None] * len(plan.names)
-        for slot, v in zip(leaves, values):
+        for slot, v in zip(leaves, values, strict=True):
             env[slot] = v
         for slot, v in constants:
             env[slot] = v
@@ -239,7 +239,7 @@ def check_graph(g, feed):
     if expected_out is not None:
         assert np.allclose(expected_out, out, rtol=1e-12, atol=1e-12)
     expected = grad(f)(leaf_values)
-    for name, want in zip(names, expected):
+    for name, want in zip(names, expected, strict=True):
         assert np.shape(grads[name]) == np.shape(want)
         assert np.allclose(grads[name], want, rtol=1e-9, atol=1e-12), name
 
