@@ -538,10 +538,11 @@ class ComputationalGraph:
         from .derivatives import jacobian
         return jacobian(self, wrt, feed, mode)
 
-    def paths(self, source) -> list[list[str]]:
-        """Every path (a list of node names) from ``source`` to the output."""
+    def paths(self, source, limit: int = 10_000) -> list[list[str]]:
+        """Every path (a list of node names) from ``source`` to the output; more than
+        ``limit`` paths is a GraphError giving their count."""
         from .derivatives import paths
-        return paths(self, source)
+        return paths(self, source, limit)
 
     def path_gradient(self, source, limit: int = 10_000):
         """``(total, [(path, product), ...])``: the gradient as a sum over paths."""

@@ -59,6 +59,8 @@ class Plan:
         # dict of a huge graph cache-friendly (the originals are scattered in memory).
         self.keys = [(name + ".")[:-1] for name in self.names]
         self.template = dict.fromkeys(self.keys)
+        self.no_jvp = next(((g, out) for g, _, out in self.gates
+                            if type(g).jvp is Gate.jvp), None)
 
     def as_dict(self, values: list) -> dict:
         result = self.template.copy()
@@ -106,10 +108,10 @@ class Plan:
 
     def jvp(self, vals: list, tangents: list) -> list:
         """Carry ``tangents`` (pre-filled for the leaves) forward through every step."""
-        for gate, ins, out in self.gates:
-            if type(gate).jvp is Gate.jvp:
-                raise GraphError(f"node {self.names[out]!r}: gate {type(gate).__name__} "
-                                 "has no jvp, so forward mode cannot pass through it")
+        if self.no_jvp is not None:
+            gate, out = self.no_jvp
+            raise GraphError(f"node {self.names[out]!r}: gate {type(gate).__name__} "
+                             "has no jvp, so forward mode cannot pass through it")
         out = -1
         try:
             for gate, ins, out in self.gates:
