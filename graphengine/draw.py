@@ -149,7 +149,7 @@ def draw(g, ax=None, compact: bool | None = None, values: bool = True, title: st
             ax.text(x, y - 0.3, _fmt(node.grad), ha="center", va="top", fontsize=9,
                     color=RED, zorder=3)
     seen = {}
-    for u, v, k in g.dag.edges(keys=True):
+    for u, v in g.dag.edges():
         count = g.dag.number_of_edges(u, v)
         i = seen[(u, v)] = seen.get((u, v), -1) + 1
         rad = 0.35 * (i - (count - 1) / 2) if count > 1 else \

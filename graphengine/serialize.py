@@ -292,7 +292,7 @@ def from_json(text: str) -> ComputationalGraph:
     structure = nx.DiGraph()
     by_name = {}
     for k, entry in enumerate(entries):
-        inputs = _check_node(entry, k, by_name)
+        _check_node(entry, k, by_name)
         by_name[entry["name"]] = entry
         structure.add_node(entry["name"])
     for name, entry in by_name.items():

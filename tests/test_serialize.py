@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 import graphengine as ge
-from graphengine import ComputationalGraph, GraphError
+from graphengine import ComputationalGraph, GraphError, serialize
 from graphengine import gates as G
-from graphengine import serialize
 
 
 def structure(g):
