@@ -492,6 +492,11 @@ class MatMulGate(Gate):
     op, symbol = "matmul", "@"
 
     def forward(self, a, b):
+        if a.__class__ is np.ndarray and b.__class__ is np.ndarray and a.ndim and b.ndim:
+            self.a = a
+            self.b = b
+            out = a @ b
+            return out if out.ndim else float(out)
         if np.ndim(a) == 0 or np.ndim(b) == 0:
             raise ValueError("matmul needs arrays of at least one dimension, "
                              f"got shapes {np.shape(a)} and {np.shape(b)}")
@@ -601,6 +606,7 @@ class SoftmaxCrossEntropy(Gate):
 
     arity = 2
     op, symbol = "softmax_cross_entropy", "CE"
+    rows = np.arange(0)
 
     def forward(self, logits, labels):
         z = logits if logits.__class__ is np.ndarray and logits.dtype.kind == "f" else \
@@ -609,19 +615,21 @@ class SoftmaxCrossEntropy(Gate):
             raise ValueError(f"logits must have shape (classes,) or (batch, classes), got {z.shape}")
         z2 = z[None, :] if z.ndim == 1 else z
         y = labels if labels.__class__ is np.ndarray else np.asarray(labels)
-        y = y.reshape(-1)
+        if y.ndim != 1:
+            y = y.reshape(-1)
         n, classes = z2.shape
         if n == 0:
             raise ValueError("logits have no rows")
         if y.shape[0] != n:
             raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
         idx = y.astype(np.intp)
-        if idx.min() < 0 or idx.max() >= classes or (y.dtype.kind == "f" and (idx != y).any()):
+        # as unsigned, a negative label is huge: one max checks both ends
+        if idx.astype(np.uintp).max() >= classes or (y.dtype.kind == "f" and (idx != y).any()):
             raise ValueError(f"labels must be integer classes in [0, {classes})")
         shifted = z2 - z2.max(axis=1, keepdims=True)   # log-sum-exp: large logits are safe
         e = np.exp(shifted)
         total = e.sum(axis=1, keepdims=True)
-        rows = np.arange(n)
+        rows = self.rows if len(self.rows) == n else np.arange(n)
         self.labels = labels
         self.shape = z.shape
         self.rows, self.idx = rows, idx
@@ -630,7 +638,7 @@ class SoftmaxCrossEntropy(Gate):
 
     def _dlogits(self):
         n = len(self.idx)
-        d = self.e * (1.0 / (n * self.total))
+        d = self.e / (self.total * n)
         d[self.rows, self.idx] -= 1.0 / n
         return d.reshape(self.shape)
 

@@ -85,12 +85,11 @@ class SGD(Optimizer):
 
     def update(self, grads) -> None:
         lr, m = self.lr, self.momentum
-        for k, (p, grad) in enumerate(zip(self.params, grads)):
-            if m:
-                v = self.velocity[k]
-                v = grad * 1.0 if v is None else v * m + grad
-                self.velocity[k] = v
-                grad = v
+        if m:
+            grads = [grad * 1.0 if v is None else v * m + grad
+                     for v, grad in zip(self.velocity, grads)]
+            self.velocity = grads
+        for p, grad in zip(self.params, grads):
             self._apply(p, lr * grad)
 
 

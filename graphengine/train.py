@@ -87,12 +87,11 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
                 bwd = partial(bwd, need=want)
             steps.append((bwd, ins, want, out, type(gate) not in BUILTIN))
         state.update(plan=plan, pslots=pslots, steps=tuple(steps),
-                     vals=[None] * len(plan.names))
+                     fast=_lower(plan, steps, pslots))
 
-    def step(feed: dict) -> float:
-        if state.get("plan") is not g._plan or g._plan is None:
-            compile_()
-        plan, vals = state["plan"], state["vals"]
+    def generic(feed: dict) -> float:
+        plan = state["plan"]
+        vals = [None] * len(plan.names)
         for slot, name in plan.inputs:
             try:
                 v = feed[name]
@@ -123,7 +122,63 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
         optimizer.update([grads[s] for s in state["pslots"]])
         return loss
 
+    def step(feed: dict) -> float:
+        if state.get("plan") is not g._plan or g._plan is None:
+            compile_()
+        fast = state["fast"]
+        # the last step's arrays go back to the allocator before this step allocates
+        g._vals = g._grads = g._vals_plan = g._grads_plan = None
+        done = fast(feed) if fast is not None else None
+        if done is None:              # a user's gate, or an error to report by name
+            return generic(feed)
+        loss, g._vals, g._grads, pgrads = done
+        g._vals_plan = g._grads_plan = state["plan"]
+        optimizer.update(pgrads)
+        return loss
+
     return step
+
+
+def _lower(plan, steps, pslots):
+    """The step as straight-line Python over local variables, or None when the plan
+    has a user's gate. The source holds only slot numbers; names, gates and values
+    are looked up in its namespace. Any exception returns None, so that the generic
+    loop reruns the step and reports the error naming the node."""
+    if any(checked for *_, checked in steps) or \
+            any(type(gate) not in BUILTIN for gate, _, _ in plan.gates):
+        return None
+    ns = {"as_value": as_value, "float": float, "ndarray": np.ndarray}
+    body = []
+    for slot, name in plan.inputs:
+        ns[f"N{slot}"], ns[f"D{slot}"] = name, f"feed for input {name!r}"
+        body.append(f"v{slot} = feed[N{slot}]")
+        body.append(f"if v{slot}.__class__ is not ndarray or v{slot}.dtype.kind != 'f': "
+                    f"v{slot} = as_value(v{slot}, D{slot})")
+    for slot, attrs in plan.stored:
+        ns[f"A{slot}"] = attrs
+        body.append(f"v{slot} = A{slot}['value']")
+    for gate, ins, out in plan.gates:
+        ns[f"F{out}"] = gate.forward
+        body.append(f"v{out} = F{out}({', '.join(f'v{i}' for i in ins)})")
+    body.append(f"if v{plan.out}.__class__ is not float: return None")
+    body.append(f"g{plan.out} = 1.0")
+    have = {plan.out}
+    for bwd, ins, want, out, _ in steps:
+        ns[f"B{out}"] = bwd
+        parts = [f"t{k}" if w else "_" for k, w in enumerate(want)]
+        body.append(f"{', '.join(parts)}, = B{out}(g{out})")
+        for k, (i, w) in enumerate(zip(ins, want)):
+            if w:
+                body.append(f"g{i} = g{i} + t{k}" if i in have else f"g{i} = t{k}")
+                have.add(i)
+    n = len(plan.names)
+    vals = ", ".join(f"v{k}" for k in range(n))
+    grads = ", ".join(f"g{k}" if k in have else "None" for k in range(n))
+    body.append(f"return v{plan.out}, [{vals}], [{grads}], [{', '.join(f'g{s}' for s in pslots)}]")
+    src = "def fast(feed):\n    try:\n" + "".join(f"        {line}\n" for line in body) + \
+          "    except Exception:\n        return None\n"
+    exec(compile(src, "<graphengine.train step>", "exec"), ns)
+    return ns["fast"]
 
 
 def _logits_of(g: ComputationalGraph, logits) -> Node | None:
