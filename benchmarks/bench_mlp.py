@@ -191,7 +191,7 @@ def micrograd_demo(model, X, y):
     def loss():
         inputs = [list(map(Value, row)) for row in X]
         scores = list(map(model, inputs))
-        losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores)]
+        losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores, strict=False)]
         data_loss = sum(losses) * (1.0 / len(losses))
         reg_loss = 1e-4 * sum(p * p for p in model.parameters())
         return data_loss + reg_loss
@@ -218,13 +218,13 @@ def engine_demo(model, X, y):
                         g.parameter(f"b{li}_{j}", float(neuron.b.data)), neuron.nonlin)
                        for j, neuron in enumerate(layer.neurons)])
     losses = []
-    for row, yi in zip(X, y):
+    for row, yi in zip(X, y, strict=False):
         h = [g.constant(float(v)) for v in row]
         for layer in layers:
             out = []
             for ws, b, nonlin in layer:
                 act = b
-                for w, v in zip(ws, h):
+                for w, v in zip(ws, h, strict=False):
                     act = act + w * v
                 out.append(g.relu(act) if nonlin else act)
             h = out

@@ -67,7 +67,7 @@ def mlp(g: ComputationalGraph, x: Node, sizes, activation: str = "sigmoid",
                          f"(input, ..., output), got {sizes!r}")
     rng = np.random.default_rng(seed)
     h = x
-    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False), start=1):
         fan = n_in + n_out if ACTIVATIONS[activation] == "glorot" else n_in
         a = np.sqrt(6.0 / fan)
         W = g.parameter(f"W{k}", rng.uniform(-a, a, size=(n_in, n_out)))

@@ -50,6 +50,11 @@ class Optimizer:
         """Update every parameter in place from ``grads``, one per parameter, in order."""
         raise NotImplementedError
 
+    def _check(self, grads):
+        if len(grads) != len(self.params):
+            raise GraphError(f"{type(self).__name__}.update: expected {len(self.params)} "
+                             f"gradients (one per parameter), got {len(grads)}")
+
     @staticmethod
     def _apply(p: Node, delta) -> None:
         value = p._attrs["value"]
@@ -84,12 +89,13 @@ class SGD(Optimizer):
         self.velocity = [None] * len(self.params)
 
     def update(self, grads) -> None:
+        self._check(grads)
         lr, m = self.lr, self.momentum
         if m:
             grads = [grad * 1.0 if v is None else v * m + grad
-                     for v, grad in zip(self.velocity, grads)]
+                     for v, grad in zip(self.velocity, grads, strict=False)]
             self.velocity = grads
-        for p, grad in zip(self.params, grads):
+        for p, grad in zip(self.params, grads, strict=False):
             self._apply(p, lr * grad)
 
 
@@ -124,10 +130,11 @@ class Adam(Optimizer):
         self.v = [None] * len(self.params)
 
     def update(self, grads) -> None:
+        self._check(grads)
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
-        for k, (p, grad) in enumerate(zip(self.params, grads)):
+        for k, (p, grad) in enumerate(zip(self.params, grads, strict=False)):
             m, v = self.m[k], self.v[k]
             m = (1.0 - b1) * grad if m is None else b1 * m + (1.0 - b1) * grad
             v = (1.0 - b2) * grad * grad if v is None else b2 * v + (1.0 - b2) * grad * grad

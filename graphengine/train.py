@@ -114,7 +114,7 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
             parts = bwd(grads[out])
             if checked:
                 parts = plan._checked(out, ins, parts, vals)
-            for i, p, w in zip(ins, parts, want):
+            for i, p, w in zip(ins, parts, want, strict=False):
                 if w:
                     cur = grads[i]
                     grads[i] = p if cur is None else cur + p
@@ -167,7 +167,7 @@ def _lower(plan, steps, pslots):
         ns[f"B{out}"] = bwd
         parts = [f"t{k}" if w else "_" for k, w in enumerate(want)]
         body.append(f"{', '.join(parts)}, = B{out}(g{out})")
-        for k, (i, w) in enumerate(zip(ins, want)):
+        for k, (i, w) in enumerate(zip(ins, want, strict=False)):
             if w:
                 body.append(f"g{i} = g{i} + t{k}" if i in have else f"g{i} = t{k}")
                 have.add(i)

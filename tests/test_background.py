@@ -85,7 +85,7 @@ def test_221_one_sgd_step_lowers_the_loss_and_training_converges():
         g.backward()
         opt.step()
         losses.append(g.forward(x=X))
-    assert all(b < a for a, b in zip(losses[:1000], losses[1:1000]))
+    assert all(b < a for a, b in zip(losses[:1000], losses[1:1000], strict=False))
     assert losses[-1] < 1e-20 and g["out"].value == pytest.approx(LABEL, abs=1e-3)
 
 
@@ -97,32 +97,32 @@ def numpy_bp(Ws, bs, xs, ys):
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     dW = [np.zeros_like(W) for W in Ws]
     db = [np.zeros_like(b) for b in bs]
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=False):
         a, zs, acts = x[:, None], [], [x[:, None]]
-        for W, b in zip(Ws, bs):
+        for W, b in zip(Ws, bs, strict=False):
             zs.append(W @ a + b[:, None])
             a = sig(zs[-1])
             acts.append(a)
         sp = [sig(z) * (1 - sig(z)) for z in zs]
         delta = (a - y[:, None]) * sp[-1]                          # BP1
-        for l in range(len(Ws) - 1, -1, -1):
-            if l < len(Ws) - 1:
-                delta = (Ws[l + 1].T @ delta) * sp[l]              # BP2
-            db[l] += delta[:, 0] / len(xs)                         # BP3
-            dW[l] += delta @ acts[l].T / len(xs)                   # BP4
+        for k in range(len(Ws) - 1, -1, -1):
+            if k < len(Ws) - 1:
+                delta = (Ws[k + 1].T @ delta) * sp[k]              # BP2
+            db[k] += delta[:, 0] / len(xs)                         # BP3
+            dW[k] += delta @ acts[k].T / len(xs)                   # BP4
     return dW, db
 
 
 def test_engine_gradients_equal_the_four_equations():
     rng = np.random.default_rng(3)
     sizes, n = [4, 5, 3, 2], 6
-    Ws = [rng.normal(size=(o, i)) for i, o in zip(sizes[:-1], sizes[1:])]
+    Ws = [rng.normal(size=(o, i)) for i, o in zip(sizes[:-1], sizes[1:], strict=False)]
     bs = [rng.normal(size=o) for o in sizes[1:]]
     xs, ys = rng.normal(size=(n, sizes[0])), rng.uniform(size=(n, sizes[-1]))
 
     g = ge.ComputationalGraph()
     a = g.input("x")
-    for k, (W, b) in enumerate(zip(Ws, bs), start=1):
+    for k, (W, b) in enumerate(zip(Ws, bs, strict=False), start=1):
         a = g.sigmoid(a @ g.parameter(f"W{k}", W.T) + g.parameter(f"b{k}", b))
     cost = g.sum((a - g.input("y")) ** 2) * (0.5 / n)          # C = 1/2 ||y - a^L||^2, mean
     g.forward(x=xs, y=ys)
@@ -168,12 +168,12 @@ def test_gradient_descent_trajectories_are_exact(lr):
 def test_gradient_descent_on_4x2_as_the_text_tells():
     xs, ys = descend(1, 2)
     assert xs == [2.0, -14.0, 98.0] and ys == [16.0, 784.0, 38416.0]        # blows up
-    xs, ys = descend(0.26, 40)
-    assert all(abs(b) > abs(a) for a, b in zip(xs, xs[1:])) and abs(xs[-1]) > 20   # diverges
+    xs, ys = descend(0.26, 40)                                              # diverges
+    assert all(abs(b) > abs(a) for a, b in zip(xs, xs[1:], strict=False)) and abs(xs[-1]) > 20
     xs, ys = descend(0.25, 9)
     assert xs == [2.0, -2.0] * 5 and set(ys) == {16.0}                      # 2, -2 forever
-    xs, _ = descend(0.24, 100)
-    assert all(a * b < 0 and abs(b) < abs(a) for a, b in zip(xs, xs[1:]))  # oscillates in
+    xs, _ = descend(0.24, 100)                                  # converges, oscillating
+    assert all(a * b < 0 and abs(b) < abs(a) for a, b in zip(xs, xs[1:], strict=False))
     assert abs(xs[-1]) < 1e-3
-    xs, _ = descend(0.1, 10)
-    assert all(0 < b < a for a, b in zip(xs, xs[1:])) and xs[10] < 1e-6     # a few steps
+    xs, _ = descend(0.1, 10)                                    # converges in a few steps
+    assert all(0 < b < a for a, b in zip(xs, xs[1:], strict=False)) and xs[10] < 1e-6

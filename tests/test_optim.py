@@ -130,3 +130,12 @@ def test_optimizer_errors_name_the_node():
         ge.optim.SGD([], lr=0.1)
     with pytest.raises(GraphError, match="parameter 'w' has no gradient: run forward and"):
         ge.optim.SGD([w], lr=0.1).step()
+
+
+def test_update_needs_one_gradient_per_parameter():
+    g = ge.ComputationalGraph()
+    a = g.parameter("a", 1.0)
+    a * a
+    for opt in (ge.optim.SGD([a], lr=0.1), ge.optim.Adam([a])):
+        with pytest.raises(GraphError, match=r"update: expected 1 gradients .*, got 2"):
+            opt.update([1.0, 2.0])

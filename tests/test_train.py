@@ -180,3 +180,17 @@ def test_cli_train_rejects_unparsable_values_with_exit_2(argv, capsys):
         main(["train", *argv])
     assert exc.value.code == 2
     assert "graphengine train: error: argument" in capsys.readouterr().err
+
+
+def test_compiled_step_sums_a_node_used_twice_and_names_a_failing_gate():
+    g = ge.ComputationalGraph()
+    w = g.parameter("w", 3.0)
+    w * w + w * g.input("x")                                     # d/dw = 2w + x
+    step = ge.train.compile_step(g, ge.optim.SGD([w], lr=0.1))
+    assert step({"x": 1.0}) == 12.0 and w.value == pytest.approx(3.0 - 0.1 * 7.0)
+    assert w.grad == 7.0
+
+    h = classifier()
+    step = ge.train.compile_step(h, ge.optim.SGD(h.parameters(), lr=0.1))
+    with pytest.raises(GraphError, match=r"node 'loss' \(CE\) failed in forward .*labels must"):
+        step({"x": np.zeros((2, 64)), "y": np.array([0, 10])})
