@@ -351,6 +351,8 @@ class SubtractGate(Binary):
         return x - y
 
     def backward(self, upstream):
+        if upstream.__class__ is float:
+            return upstream, -upstream
         return fit(upstream, self.x), fit(-upstream, self.y)
 
     def jvp(self, x_dot, y_dot):
@@ -370,7 +372,10 @@ class MultiplyGate(Binary):
 
     def backward(self, upstream):
         x, y = self.x, self.y
-        return fit(upstream * y, x), fit(upstream * x, y)
+        gx, gy = upstream * y, upstream * x
+        if gx.__class__ is float and gy.__class__ is float:   # scalars: nothing to fit
+            return gx, gy
+        return fit(gx, x), fit(gy, y)
 
     def partials(self):
         return self.y, self.x
