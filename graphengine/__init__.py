@@ -8,14 +8,13 @@
 -12.0
 """
 
+from . import datasets, nn, optim, testing, train
 from .errors import GraphError
 from .gates import GATES, Gate, register
-from .graph import ComputationalGraph, Node
 from .gradcheck import gradcheck
-from . import testing  # noqa: E402  (ge.testing.assert_gradients)
-from . import datasets, nn, optim, train  # noqa: E402  (networks and training)
+from .graph import ComputationalGraph, Node
 
 __version__ = "0.1.0"
 
 __all__ = ["ComputationalGraph", "Node", "Gate", "GraphError", "GATES", "register",
-           "gradcheck"]
+           "gradcheck", "datasets", "nn", "optim", "testing", "train"]

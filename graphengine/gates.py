@@ -50,6 +50,7 @@ class Gate:
 
     arity: int | None = None
     op: str = ""          # the registry name of a built-in gate
+    prunable: bool = False  # backward(upstream, need=...) can skip unwanted gradients
     symbol: str = ""      # short label for drawings
 
     def forward(self, *inputs):
@@ -495,6 +496,7 @@ class MatMulGate(Gate):
 
     arity = 2
     op, symbol = "matmul", "@"
+    prunable = True     # backward takes need=(bool, bool) and skips an unwanted product
 
     def forward(self, a, b):
         if a.__class__ is np.ndarray and b.__class__ is np.ndarray and a.ndim and b.ndim:
@@ -511,8 +513,8 @@ class MatMulGate(Gate):
         return float(out) if out.ndim == 0 else out
 
     def backward(self, upstream, need=(True, True)):
-        # need: which inputs want a gradient; training passes (False, True) for
-        # x @ W on data x, and the skipped input gets None
+        # need: which inputs want a gradient (a pruned backward passes (False, True)
+        # for x @ W on data x); an unwanted input gets None
         a, b, g = self.a, self.b, upstream
         if a.ndim == 2 and b.ndim == 2:
             return (g @ b.T if need[0] else None), (a.T @ g if need[1] else None)
@@ -617,7 +619,8 @@ class SoftmaxCrossEntropy(Gate):
         z = logits if logits.__class__ is np.ndarray and logits.dtype.kind == "f" else \
             np.asarray(logits, dtype=np.result_type(logits, np.float32))
         if z.ndim not in (1, 2):
-            raise ValueError(f"logits must have shape (classes,) or (batch, classes), got {z.shape}")
+            raise ValueError("logits must have shape (classes,) or (batch, classes), "
+                             f"got {z.shape}")
         z2 = z[None, :] if z.ndim == 1 else z
         y = labels if labels.__class__ is np.ndarray else np.asarray(labels)
         if y.ndim != 1:

@@ -11,6 +11,7 @@ into its slot, so gradients arriving along several paths are summed for free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import networkx as nx
 import numpy as np
@@ -19,8 +20,10 @@ from .errors import GraphError
 from .gates import BUILTIN, Gate, fit
 
 # step kinds: a built-in gate of one or two inputs (trusted to return correct
-# gradients), or a user's gate of any arity, whose results are checked
-UNARY, BINARY, CHECKED = 1, 2, 0
+# gradients), or a user's gate of any arity, whose results are checked; a pruned
+# backward also has binary steps that want only their first or only their second
+# input's gradient (and a checked step's b is then the tuple of wanted inputs)
+UNARY, BINARY, CHECKED, FIRST, SECOND = 1, 2, 0, 3, 4
 
 
 def as_value(v, what: str):
@@ -55,6 +58,7 @@ class Plan:
     outside: tuple         # names of nodes not upstream of the output
 
     def __post_init__(self):
+        self._pruned = {}
         # Fresh copies of the names, allocated side by side, make building the result
         # dict of a huge graph cache-friendly (the originals are scattered in memory).
         self.keys = [(name + ".")[:-1] for name in self.names]
@@ -64,7 +68,7 @@ class Plan:
 
     def as_dict(self, values: list) -> dict:
         result = self.template.copy()
-        result.update(zip(self.keys, values))
+        result.update(zip(self.keys, values, strict=True))
         return result
 
     def forward(self, vals: list) -> None:
@@ -81,12 +85,15 @@ class Plan:
         except Exception as exc:
             raise self._failure(out, "forward", vals, exc) from exc
 
-    def backward(self, vals: list, seed) -> list:
+    def backward(self, vals: list, seed, wrt: tuple | None = None) -> list:
+        """Gradients by slot. With ``wrt`` (slots), only the steps between those
+        slots and the output run; gradients nobody asked for may stay None."""
         grads = [None] * len(vals)
         grads[self.out] = seed
         out = -1
         try:
-            for kind, _, bwd, a, b, out in reversed(self.steps):
+            for kind, _, bwd, a, b, out in reversed(self.steps if wrt is None
+                                                    else self.pruned(wrt)):
                 if kind == 1:                                  # UNARY
                     (p,) = bwd(grads[out])
                     cur = grads[a]
@@ -97,14 +104,52 @@ class Plan:
                     grads[a] = p if cur is None else cur + p
                     cur = grads[b]
                     grads[b] = q if cur is None else cur + q
-                else:
+                elif kind == 3:                                # FIRST
+                    p = bwd(grads[out])[0]
+                    cur = grads[a]
+                    grads[a] = p if cur is None else cur + p
+                elif kind == 4:                                # SECOND
+                    q = bwd(grads[out])[1]
+                    cur = grads[b]
+                    grads[b] = q if cur is None else cur + q
+                else:                                          # CHECKED
                     parts = self._checked(out, a, bwd(grads[out]), vals)
-                    for i, p in zip(a, parts):
-                        cur = grads[i]
-                        grads[i] = p if cur is None else cur + p
+                    for i, p, want in zip(a, parts, b or (True,) * len(a), strict=True):
+                        if want:
+                            cur = grads[i]
+                            grads[i] = p if cur is None else cur + p
         except Exception as exc:
             raise self._failure(out, "backward", vals, exc) from exc
         return grads
+
+    def downstream(self, slots) -> list:
+        """For every slot, whether it depends on one of ``slots``."""
+        mark = [False] * len(self.names)
+        for s in slots:
+            mark[s] = True
+        for _, ins, out in self.gates:
+            if not mark[out]:
+                mark[out] = any(mark[i] for i in ins)
+        return mark
+
+    def pruned(self, wrt: tuple) -> tuple:
+        """The backward steps that the gradients of the slots ``wrt`` need (cached)."""
+        steps = self._pruned.get(wrt)
+        if steps is None:
+            need = self.downstream(wrt)
+            steps = []
+            for kind, fwd, bwd, a, b, out in self.steps:
+                if not need[out]:
+                    continue
+                if kind == BINARY and not (need[a] and need[b]):
+                    if bwd.__self__.prunable:       # the gate skips the unwanted product
+                        bwd = partial(bwd, need=(need[a], need[b]))
+                    kind = FIRST if need[a] else SECOND
+                elif kind == CHECKED:
+                    b = tuple(need[i] for i in a)
+                steps.append((kind, fwd, bwd, a, b, out))
+            steps = self._pruned[wrt] = tuple(steps)
+        return steps
 
     def jvp(self, vals: list, tangents: list) -> list:
         """Carry ``tangents`` (pre-filled for the leaves) forward through every step."""
@@ -131,7 +176,7 @@ class Plan:
             raise GraphError(f"node {name!r}: backward returned {len(parts)} gradients "
                              f"for {len(ins)} inputs")
         checked = []
-        for k, (i, p) in enumerate(zip(ins, parts)):
+        for k, (i, p) in enumerate(zip(ins, parts, strict=True)):
             x = vals[i]
             if p is None:
                 checked.append(0.0 if x.__class__ is float else np.zeros(np.shape(x)))

@@ -7,15 +7,13 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
 from . import datasets, nn, optim
 from .errors import GraphError
-from .gates import BUILTIN, MatMulGate, SoftmaxCrossEntropy
+from .gates import SoftmaxCrossEntropy
 from .graph import ComputationalGraph, Node
-from .plan import as_value
 
 __all__ = ["History", "compile_step", "evaluate", "fit", "train_digits"]
 
@@ -65,120 +63,28 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
             raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
     state = {}
 
-    def compile_():
+    def step(feed: dict) -> float:
         plan = g.plan()
-        for p in optimizer.params:
-            if p.name not in plan.slot:
-                raise GraphError(f"compile_step: the loss {plan.names[plan.out]!r} does not "
-                                 f"depend on parameter {p.name!r}")
-        pslots = [plan.slot[p.name] for p in optimizer.params]
-        needs = [False] * len(plan.names)
-        for s in pslots:
-            needs[s] = True
-        for _, ins, out in plan.gates:
-            needs[out] = any(needs[i] for i in ins)
-        steps = []
-        for gate, ins, out in reversed(plan.gates):
-            if not needs[out]:
-                continue
-            want = tuple(needs[i] for i in ins)
-            bwd = gate.backward
-            if type(gate) is MatMulGate and not all(want):
-                bwd = partial(bwd, need=want)
-            steps.append((bwd, ins, want, out, type(gate) not in BUILTIN))
-        state.update(plan=plan, pslots=pslots, steps=tuple(steps),
-                     fast=_lower(plan, steps, pslots))
-
-    def generic(feed: dict) -> float:
-        plan = state["plan"]
-        vals = [None] * len(plan.names)
-        for slot, name in plan.inputs:
-            try:
-                v = feed[name]
-            except KeyError:
-                raise GraphError(f"input {name!r} needs a value: the loss "
-                                 f"{plan.names[plan.out]!r} depends on it") from None
-            vals[slot] = as_value(v, f"feed for input {name!r}")
-        for slot, attrs in plan.stored:
-            vals[slot] = attrs["value"]
-        g._vals_plan = None
-        plan.forward(vals)
-        g._vals, g._vals_plan = vals, plan
-        loss = vals[plan.out]
+        if state.get("plan") is not plan:
+            for p in optimizer.params:
+                if p.name not in plan.slot:
+                    raise GraphError(f"compile_step: the loss {plan.names[plan.out]!r} does "
+                                     f"not depend on parameter {p.name!r}")
+            state["plan"] = plan
+            state["wrt"] = tuple(plan.slot[p.name] for p in optimizer.params)
+        wrt = state["wrt"]
+        # the last step's arrays go back to the allocator before this step allocates
+        g._grads = g._grads_plan = None
+        loss = g.forward(feed)
         if loss.__class__ is not float:
             raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
                              f"scalar loss, got shape {np.shape(loss)}")
-        grads = [None] * len(vals)
-        grads[plan.out] = 1.0
-        for bwd, ins, want, out, checked in state["steps"]:
-            parts = bwd(grads[out])
-            if checked:
-                parts = plan._checked(out, ins, parts, vals)
-            for i, p, w in zip(ins, parts, want, strict=False):
-                if w:
-                    cur = grads[i]
-                    grads[i] = p if cur is None else cur + p
+        grads = plan.backward(g._vals, 1.0, wrt)
         g._grads, g._grads_plan = grads, plan
-        optimizer.update([grads[s] for s in state["pslots"]])
-        return loss
-
-    def step(feed: dict) -> float:
-        if state.get("plan") is not g._plan or g._plan is None:
-            compile_()
-        fast = state["fast"]
-        # the last step's arrays go back to the allocator before this step allocates
-        g._vals = g._grads = g._vals_plan = g._grads_plan = None
-        done = fast(feed) if fast is not None else None
-        if done is None:              # a user's gate, or an error to report by name
-            return generic(feed)
-        loss, g._vals, g._grads, pgrads = done
-        g._vals_plan = g._grads_plan = state["plan"]
-        optimizer.update(pgrads)
+        optimizer.update([grads[s] for s in wrt])
         return loss
 
     return step
-
-
-def _lower(plan, steps, pslots):
-    """The step as straight-line Python over local variables, or None when the plan
-    has a user's gate. The source holds only slot numbers; names, gates and values
-    are looked up in its namespace. Any exception returns None, so that the generic
-    loop reruns the step and reports the error naming the node."""
-    if any(checked for *_, checked in steps) or \
-            any(type(gate) not in BUILTIN for gate, _, _ in plan.gates):
-        return None
-    ns = {"as_value": as_value, "float": float, "ndarray": np.ndarray}
-    body = []
-    for slot, name in plan.inputs:
-        ns[f"N{slot}"], ns[f"D{slot}"] = name, f"feed for input {name!r}"
-        body.append(f"v{slot} = feed[N{slot}]")
-        body.append(f"if v{slot}.__class__ is not ndarray or v{slot}.dtype.kind != 'f': "
-                    f"v{slot} = as_value(v{slot}, D{slot})")
-    for slot, attrs in plan.stored:
-        ns[f"A{slot}"] = attrs
-        body.append(f"v{slot} = A{slot}['value']")
-    for gate, ins, out in plan.gates:
-        ns[f"F{out}"] = gate.forward
-        body.append(f"v{out} = F{out}({', '.join(f'v{i}' for i in ins)})")
-    body.append(f"if v{plan.out}.__class__ is not float: return None")
-    body.append(f"g{plan.out} = 1.0")
-    have = {plan.out}
-    for bwd, ins, want, out, _ in steps:
-        ns[f"B{out}"] = bwd
-        parts = [f"t{k}" if w else "_" for k, w in enumerate(want)]
-        body.append(f"{', '.join(parts)}, = B{out}(g{out})")
-        for k, (i, w) in enumerate(zip(ins, want, strict=False)):
-            if w:
-                body.append(f"g{i} = g{i} + t{k}" if i in have else f"g{i} = t{k}")
-                have.add(i)
-    n = len(plan.names)
-    vals = ", ".join(f"v{k}" for k in range(n))
-    grads = ", ".join(f"g{k}" if k in have else "None" for k in range(n))
-    body.append(f"return v{plan.out}, [{vals}], [{grads}], [{', '.join(f'g{s}' for s in pslots)}]")
-    src = "def fast(feed):\n    try:\n" + "".join(f"        {line}\n" for line in body) + \
-          "    except Exception:\n        return None\n"
-    exec(compile(src, "<graphengine.train step>", "exec"), ns)
-    return ns["fast"]
 
 
 def _logits_of(g: ComputationalGraph, logits) -> Node | None:
