@@ -155,7 +155,7 @@ def diamonds(ks, repeats):
             h = g.add(h * half, h * half)   # 2 paths per diamond, each of weight 1/2
         g.plan()
         g.forward(x=1.0)
-        engine = best(lambda: (g.forward(x=1.0), g.backward()), repeats)
+        engine = best(lambda g=g: (g.forward(x=1.0), g.backward()), repeats)
         floor = best(lambda k=k: floor_diamonds(k), repeats)
         assert x.grad == 1.0 == floor_diamonds(k)[1]     # 2^k paths, each 2^-k
         rows.append((k, 2.0 ** k, engine, floor))
@@ -195,7 +195,8 @@ def main(argv=None):
             if kind in ("micrograd", "torch") and n > 100_000:
                 res[kind] = {"error": "skipped"}
                 continue
-            cmd = [sys.executable, __file__, "--child", kind, str(n), "--repeats", str(args.repeats)]
+            cmd = [sys.executable, __file__, "--child", kind, str(n),
+                   "--repeats", str(args.repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = proc.stdout.strip().splitlines()
             if proc.returncode or not lines:
@@ -212,7 +213,8 @@ def main(argv=None):
 
     print()
     print("k stacked diamonds (2^k paths): forward + backward")
-    print(f"{'k':>4} | {'paths':>10} | {'engine us':>10} {'floor us':>9} {'ratio':>6} | {'engine us/k':>11}")
+    print(f"{'k':>4} | {'paths':>10} | {'engine us':>10} {'floor us':>9} {'ratio':>6} "
+          f"| {'engine us/k':>11}")
     for k, paths, engine, floor in diamonds([10, 20, 40, 80, 160], args.repeats):
         print(f"{k:>4} | {paths:>10.3g} | {engine * 1e6:>10.1f} {floor * 1e6:>9.1f} "
               f"{engine / floor:>6.2f} | {engine / k * 1e6:>11.3f}")

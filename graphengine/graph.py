@@ -452,17 +452,27 @@ class ComputationalGraph:
         9.0
         """
         plan = self.plan()
-        fed = self._feed(feed, named)
         vals = self._vals if self._vals_plan is plan else [None] * len(plan.names)
         self._vals_plan = None
-        for slot, name in plan.inputs:
-            try:
-                vals[slot] = fed[name]
-            except KeyError:
-                missing = [n for _, n in plan.inputs if n not in fed]
+        fed = feed
+        if fed.__class__ is not dict or named or len(fed) != len(plan.inputs):
+            fed = self._feed(feed, named)       # validates every key and value
+        try:                                    # the common case: names to floats or arrays
+            for slot, name in plan.inputs:
+                v = fed[name]
+                if not (v.__class__ is float or (v.__class__ is np.ndarray
+                                                 and v.dtype.kind == "f" and v.ndim)):
+                    v = as_value(v, f"feed for input {name!r}")
+                vals[slot] = v
+        except KeyError:                        # Nodes as keys, or an input left out
+            fed = self._feed(feed, named)
+            missing = [n for _, n in plan.inputs if n not in fed]
+            if missing:
                 raise GraphError(f"input {missing[0]!r} needs a value: the output "
                                  f"{plan.names[plan.out]!r} depends on it (missing: "
                                  f"{', '.join(map(repr, missing))})") from None
+            for slot, name in plan.inputs:
+                vals[slot] = fed[name]
         for slot, attrs in plan.stored:
             vals[slot] = attrs["value"]
         plan.forward(vals)

@@ -95,7 +95,7 @@ def test_bad_labels_name_the_node():
     g = ComputationalGraph()
     z, y = g.input("z"), g.input("y")
     g.softmax_cross_entropy(z, y, name="loss")
-    with pytest.raises(GraphError, match=r"node 'loss'.*labels must be integer classes in \[0, 3\)"):
+    with pytest.raises(GraphError, match=r"node 'loss'.*integer classes in \[0, 3\)"):
         g.forward(z=np.zeros((2, 3)), y=np.array([0, 5]))
     assert g.forward(z=np.zeros((2, 3)), y=np.array([0, 2])) == pytest.approx(np.log(3))
 
@@ -122,7 +122,8 @@ def test_unknown_node_name(g):
 
 def test_ambiguous_output(g):
     g.sigmoid(g["x"], name="other")
-    with pytest.raises(GraphError, match=r"the output is ambiguous: 2 gates.*'f', 'other'.*set_output"):
+    with pytest.raises(GraphError,
+                       match=r"the output is ambiguous: 2 gates.*'f', 'other'.*set_output"):
         g.forward(FEED)
     g.set_output("f")
     still_works(g)
@@ -156,7 +157,8 @@ def test_backward_after_the_graph_changed(g):
 
 def test_seed_of_the_wrong_shape(g):
     g.forward(FEED)
-    with pytest.raises(GraphError, match=r"seed has shape \(2,\), expected the shape \(\) of output 'f'"):
+    with pytest.raises(GraphError,
+                       match=r"seed has shape \(2,\), expected the shape \(\) of output 'f'"):
         g.backward(seed=np.ones(2))
     still_works(g)
 
@@ -207,7 +209,7 @@ def test_a_node_of_another_graph(g):
 
 def test_only_parameters_can_be_set(g):
     c = g.constant(1.0, name="c")
-    with pytest.raises(GraphError, match="node 'c' is of kind 'constant': only a parameter's value"):
+    with pytest.raises(GraphError, match="node 'c' is of kind 'constant': only a parameter"):
         c.value = 2.0
     with pytest.raises(GraphError, match="node 'x' is of kind 'input'"):
         g["x"].value = 2.0
@@ -306,7 +308,7 @@ def test_a_cycle_is_refused():
     ({"kind": "leaf", "gate": None}, [], "unknown kind 'leaf'"),
     ({"kind": "gate", "gate": "add"}, [], "needs a Gate instance"),
     ({"kind": "parameter", "gate": None}, [], "a parameter needs a 'value'"),
-    ({"kind": "input", "gate": None}, [("x", 0)], "'input' nodes are leaves and cannot have inputs"),
+    ({"kind": "input", "gate": None}, [("x", 0)], "'input' nodes are leaves and cannot"),
     ({"kind": "gate", "gate": AddGate()}, [("x", 0), ("x", 0)], r"slots must be 0..1"),
     ({"kind": "gate", "gate": AddGate()}, [("x", 0)], r"takes 2 inputs, got 1"),
 ])
