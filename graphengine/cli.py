@@ -12,8 +12,14 @@ import sys
 from .errors import GraphError
 
 
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage before an error; one line is enough
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="graphengine",
         description="Computational graphs of gates: explain a formula's gradients, "
                     "or train a network on the digits data.")

@@ -86,7 +86,8 @@ def _check_text(text) -> ast.Expression:
         return ast.parse(text, mode="eval")
     except SyntaxError as exc:
         where = f" at column {exc.offset}" if exc.offset else ""
-        raise GraphError(f"expression: invalid syntax{where}: {exc.msg}") from None
+        detail = "" if exc.msg == "invalid syntax" else f" ({exc.msg})"
+        raise GraphError(f"expression: invalid syntax{where} in {text!r}{detail}") from None
     except (RecursionError, MemoryError):
         raise GraphError("expression: nested too deeply to parse") from None
     except ValueError as exc:       # e.g. a NUL character
