@@ -402,8 +402,9 @@ class ComputationalGraph:
         name = self.dag.graph.get("output")
         if name is not None:
             return self[name]
-        sinks = [v for v, d in self.dag.out_degree() if d == 0
-                 and self.dag.nodes[v]["kind"] == "gate"]
+        nodes = self.dag.nodes
+        sinks = [v for v, succ in self.dag.succ.items() if not succ
+                 and nodes[v]["kind"] == "gate"]
         if len(sinks) == 1:
             return self._nodes[sinks[0]]
         if not sinks:

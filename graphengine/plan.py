@@ -10,6 +10,7 @@ into its slot, so gradients arriving along several paths are summed for free.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from functools import partial
 
@@ -205,14 +206,19 @@ class Plan:
                           f"on inputs {shapes}: {exc}")
 
 
-def _order(dag: nx.MultiDiGraph, output) -> list:
+def _order(dag: nx.MultiDiGraph, pred: dict, output) -> list:
     """The output's ancestors and itself, topologically, ties by insertion order."""
-    keep = nx.ancestors(dag, output)
-    keep.add(output)
+    keep = {output}
+    stack = [output]
+    while stack:
+        for u in pred[stack.pop()]:
+            if u not in keep:
+                keep.add(u)
+                stack.append(u)
     order = [v for v in dag if v in keep]
     seen = set()
     for v in order:                       # insertion order is topological for builders
-        if any(u not in seen for u in dag.pred[v]):
+        if any(u not in seen for u in pred[v]):
             break
         seen.add(v)
     else:
@@ -228,11 +234,27 @@ def _order(dag: nx.MultiDiGraph, output) -> list:
 
 def compile_plan(dag: nx.MultiDiGraph, output) -> Plan:
     """Lower the part of ``dag`` that ``output`` depends on to a Plan."""
-    order = _order(dag, output)
+    # Compiling allocates a few small objects per node and no reference cycles; the
+    # cyclic collector would rescan the whole (huge) networkx heap many times over.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(dag, output)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile(dag: nx.MultiDiGraph, output) -> Plan:
+    # networkx's own adjacency dicts (node -> predecessor -> edge key -> attributes),
+    # read only: its view objects cost more than the rest of compiling a node
+    pred = dag._pred
+    nodes = dag._node
+    order = _order(dag, pred, output)
     slot = {v: k for k, v in enumerate(order)}
     steps, gates, inputs, stored = [], [], [], []
     for k, v in enumerate(order):
-        attrs = dag.nodes[v]
+        attrs = nodes[v]
         kind = attrs.get("kind")
         if kind == "input":
             inputs.append((k, v))
@@ -244,9 +266,10 @@ def compile_plan(dag: nx.MultiDiGraph, output) -> Plan:
         if kind != "gate" or not isinstance(gate, Gate):
             raise GraphError(f"node {v!r}: kind {kind!r} with gate {gate!r} is not a "
                              "valid node (expected input, parameter, constant or gate)")
-        arity = dag.in_degree(v)
+        edges = [(u, e.get("slot")) for u, keyed in pred[v].items() for e in keyed.values()]
+        arity = len(edges)
         ins = [None] * arity
-        for u, _, s in dag.in_edges(v, data="slot"):
+        for u, s in edges:
             if not isinstance(s, int) or not 0 <= s < arity or ins[s] is not None:
                 raise GraphError(f"node {v!r}: its {arity} input edges must have slots "
                                  f"0..{arity - 1} once each, got slot {s!r} from {u!r}")
