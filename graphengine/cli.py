@@ -7,6 +7,7 @@ a user's mistake prints one line to stderr and returns 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import GraphError
@@ -215,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     except GraphError as exc:
         print(f"graphengine {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader closed the pipe (`graphengine explain ... | head`): stop quietly,
+        # pointing stdout at devnull so the interpreter's last flush does not fail too
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,3 +113,16 @@ def test_python_dash_m_in_a_fresh_process():
     assert proc.returncode == 0, proc.stderr
     assert "df/dy = 3  (sum over 1 path)" in proc.stdout
     assert "df/dx = 0  (sum over 1 path)" in proc.stdout
+
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch):
+    # `graphengine explain ... | head -1`: the reader is gone before we write
+    import os
+    import sys
+    read, write = os.pipe()
+    os.close(read)
+    out = os.fdopen(write, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["explain", "(x + y) * z", "--at", "x=-2", "y=5", "z=-4"]) == 1
+    out.close()
