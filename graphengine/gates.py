@@ -132,7 +132,6 @@ class NegateGate(Unary):
     op, symbol = "neg", "-"
 
     def forward(self, x):
-        self.x = x
         return -x
 
     def backward(self, upstream):
