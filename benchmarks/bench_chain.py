@@ -105,10 +105,7 @@ def micrograd_chain(n, repeats):
         h.backward()
         return x.grad
 
-    try:
-        return {"run": best(run, repeats)}
-    except RecursionError:
-        return {"error": "RecursionError"}
+    return best(run, repeats)
 
 
 def torch_chain(n, repeats):
@@ -124,21 +121,20 @@ def torch_chain(n, repeats):
         h.backward()
         return x.grad
 
-    try:
-        return {"run": best(run, repeats)}
-    except RecursionError:
-        return {"error": "RecursionError"}
+    return best(run, repeats)
 
 
 def measure(kind, n, repeats):
-    if kind == "floor":
-        out = {"run": best(lambda: floor_chain(n), repeats)}
-    elif kind == "engine":
-        out = engine_chain(n, repeats)
-    elif kind == "micrograd":
-        out = micrograd_chain(n, repeats)
-    else:
-        out = torch_chain(n, repeats)
+    try:
+        if kind == "floor":
+            out = {"run": best(lambda: floor_chain(n), repeats)}
+        elif kind == "engine":
+            out = engine_chain(n, repeats)
+        else:
+            peer = micrograd_chain if kind == "micrograd" else torch_chain
+            out = {"run": peer(n, repeats)}
+    except RecursionError:            # micrograd's recursive topological sort
+        out = {"error": "RecursionError"}
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 

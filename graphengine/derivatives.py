@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .errors import GraphError
+from .gates import zeros_like
 from .plan import as_value
 
 __all__ = ["jvp", "jacobian", "paths", "path_gradient", "count_paths"]
@@ -30,34 +31,20 @@ def _forwarded(g, feed, what):
     return plan, g._vals
 
 
-def _node(g, key, what):
-    if hasattr(key, "graph") and hasattr(key, "name"):
-        if key.graph is not g:
-            raise GraphError(f"{what} {key.name!r} is a node of another graph")
-        key = key.name
-    if not isinstance(key, str) or key not in g:
-        raise GraphError(f"{what} {key!r} is not a node of the graph")
-    return g[key]
-
-
 def _leaf(g, key, what):
-    node = _node(g, key, what)
+    node = g._node(key, what)
     if node.kind == "gate":
         raise GraphError(f"{what} {node.name!r} is a gate ({node.gate.label}); "
                          "expected a leaf (an input, parameter or constant)")
     return node
 
 
-def _zeros_like(v):
-    return 0.0 if v.__class__ is float else np.zeros(np.shape(v))
-
-
 def _leaf_tangents(plan, vals):
     tangents = [None] * len(vals)
     for slot, _ in plan.inputs:
-        tangents[slot] = _zeros_like(vals[slot])
+        tangents[slot] = zeros_like(vals[slot])
     for slot, _ in plan.stored:
-        tangents[slot] = _zeros_like(vals[slot])
+        tangents[slot] = zeros_like(vals[slot])
     return tangents
 
 
@@ -237,7 +224,7 @@ def count_paths(g, source) -> int:
     >>> count_paths(g, "x")
     3
     """
-    node = _node(g, source, "path source")
+    node = g._node(source, "path source")
     plan = g.plan()
     start = plan.slot.get(node.name)
     if start is None:
@@ -290,7 +277,7 @@ def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
     >>> g.paths("b")
     [['b', 'c', 'e'], ['b', 'd', 'e']]
     """
-    node = _node(g, source, "path source")
+    node = g._node(source, "path source")
     plan = g.plan()
     if not _refuse_many(g, node, plan, limit):
         return []
@@ -351,7 +338,7 @@ def path_gradient(g, source, limit: int = 10_000):
     >>> terms
     [(['b', 'c', 'e'], 2.0), (['b', 'd', 'e'], 3.0)]
     """
-    node = _node(g, source, "path source")
+    node = g._node(source, "path source")
     plan, vals = _forwarded(g, None, "path_gradient")
     if not _refuse_many(g, node, plan, limit):
         return 0.0, []

@@ -104,7 +104,8 @@ def fit(grad, x):
     return float(total) if shape == () else total.reshape(shape)
 
 
-def _zero(x):
+def zeros_like(x):
+    """0.0 for a float, else zeros of the array's shape (float64)."""
     return 0.0 if x.__class__ is float else np.zeros(np.shape(x))
 
 
@@ -172,7 +173,7 @@ class PowGate(Unary):
     def partial(self):
         p, x = self.p, self.x
         if p == 0.0:
-            return _zero(x)
+            return zeros_like(x)
         if p == 1.0:
             return 1.0 if x.__class__ is float else np.ones(np.shape(x))
         if p == 2.0:
@@ -653,7 +654,7 @@ class SoftmaxCrossEntropy(Gate):
         d = self._dlogits()
         if upstream.__class__ is not float or upstream != 1.0:
             d *= upstream
-        return d, _zero(self.labels)
+        return d, zeros_like(self.labels)
 
     def jvp(self, logits_dot, labels_dot):
         return float(np.sum(self._dlogits() * logits_dot))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .derivatives import _leaf, _leaf_tangents
+from .derivatives import _leaf_tangents, _wrt
 from .errors import GraphError
 from .gates import MaxGate, ReluGate, SoftmaxCrossEntropy
 
@@ -174,9 +174,7 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
 def _check(g, feed, wrt, eps, rtol, atol):
     g.forward(feed)
     plan = g.plan()
-    leaves = _default_wrt(g, plan) if wrt is None else [
-        _leaf(g, key, "wrt entry") for key in ([wrt] if isinstance(wrt, str)
-                                               or hasattr(wrt, "graph") else wrt)]
+    leaves = _default_wrt(g, plan) if wrt is None else _wrt(g, wrt)
     base = [_as64(v) for v in g._vals]
     plan.forward(base)
     out = base[plan.out]

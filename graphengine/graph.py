@@ -422,6 +422,17 @@ class ComputationalGraph:
             self._plan = compile_plan(self.dag, self.output.name)
         return self._plan
 
+    def _node(self, key, what: str) -> Node:
+        """The node ``key`` names (a name, or a Node of this graph), else GraphError."""
+        if isinstance(key, Node):
+            if key.graph is not self:
+                raise GraphError(f"{what} {key.name!r} is a node of another graph")
+            return key
+        node = self._nodes.get(key) if isinstance(key, str) else None
+        if node is None:
+            raise GraphError(f"{what} {key!r} is not a node of the graph")
+        return node
+
     def _feed(self, feed, named) -> dict:
         items = list((feed or {}).items()) if isinstance(feed, dict) or feed is None else None
         if items is None:
@@ -429,13 +440,8 @@ class ComputationalGraph:
                              f"values, got {type(feed).__name__}")
         fed = {}
         for key, v in items + list(named.items()):
-            if isinstance(key, Node):
-                if key.graph is not self:
-                    raise GraphError(f"feed key {key.name!r} is a node of another graph")
-                key = key.name
-            node = self._nodes.get(key) if isinstance(key, str) else None
-            if node is None:
-                raise GraphError(f"feed key {key!r} is not a node of the graph")
+            node = self._node(key, "feed key")
+            key = node.name
             if node.kind != "input":
                 hint = " (set its .value instead)" if node.kind == "parameter" else ""
                 raise GraphError(f"feed key {key!r} is a {node.kind}, not an input{hint}")
@@ -515,7 +521,7 @@ class ComputationalGraph:
 
     def _zeros(self, name):
         v = self._nodes[name]._attrs.get("value")
-        return 0.0 if v is None or v.__class__ is float else np.zeros(np.shape(v))
+        return 0.0 if v is None else G.zeros_like(v)
 
     def _value_of(self, name):
         plan = self._vals_plan

@@ -18,7 +18,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import GraphError
-from .gates import BUILTIN, Gate, fit
+from .gates import BUILTIN, Gate, fit, zeros_like
 
 # step kinds: a built-in gate of one or two inputs (trusted to return correct
 # gradients), or a user's gate of any arity, whose results are checked; a pruned
@@ -180,7 +180,7 @@ class Plan:
         for k, (i, p) in enumerate(zip(ins, parts, strict=True)):
             x = vals[i]
             if p is None:
-                checked.append(0.0 if x.__class__ is float else np.zeros(np.shape(x)))
+                checked.append(zeros_like(x))
                 continue
             p = as_value(p, f"node {name!r}: backward's gradient {k}")
             want, got = np.shape(x), np.shape(p)

@@ -31,14 +31,6 @@ class History:
     seconds: float = 0.0
 
 
-def _node(g: ComputationalGraph, node, what: str) -> Node:
-    if isinstance(node, Node):
-        if node.graph is not g:
-            raise GraphError(f"{what}: node {node.name!r} belongs to another graph")
-        return node
-    return g[node]
-
-
 def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     """A function ``step(feed) -> loss`` that runs one training step on ``g``.
 
@@ -89,7 +81,7 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
 
 def _logits_of(g: ComputationalGraph, logits) -> Node | None:
     if logits is not None:
-        return _node(g, logits, "fit")
+        return g._node(logits, "fit: logits")
     out = g.output
     if isinstance(out.gate, SoftmaxCrossEntropy):
         return out.inputs[0]
@@ -112,7 +104,7 @@ def evaluate(g: ComputationalGraph, X, y, *, x="x", labels="y", logits=None):
     >>> ge.train.evaluate(g, np.array([[0.0, 5.0], [1.0, 0.0]]), np.array([1, 1]))[1]
     0.5
     """
-    xn, yn = _node(g, x, "evaluate"), _node(g, labels, "evaluate")
+    xn, yn = g._node(x, "evaluate: x"), g._node(labels, "evaluate: labels")
     out = _logits_of(g, logits)
     loss = g.forward({xn: X, yn: y})
     acc = None
@@ -202,7 +194,7 @@ def fit(g: ComputationalGraph, optimizer: optim.Optimizer, X, y, *, epochs: int 
         except (TypeError, ValueError):
             raise GraphError("fit: validation must be a pair (X_val, y_val)") from None
         Xv, yv = _check_data(Xv, yv, "fit: validation")
-    xn, yn = _node(g, x, "fit"), _node(g, labels, "fit")
+    xn, yn = g._node(x, "fit: x"), g._node(labels, "fit: labels")
     out = _logits_of(g, logits)
     step = compile_step(g, optimizer)
     rng = np.random.default_rng(seed)
