@@ -25,10 +25,11 @@ def _forwarded(g, feed, what):
     if feed is not None:
         g.forward(feed)
     plan = g.plan()
-    if g._vals_plan is not plan:
+    vals = g.run.values_for(plan)
+    if vals is None:
         raise GraphError(f"{what} needs a forward first: pass feed=... or call forward() "
                          f"(output {plan.names[plan.out]!r})")
-    return plan, g._vals
+    return plan, vals
 
 
 def _leaf(g, key, what):

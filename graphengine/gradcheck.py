@@ -160,22 +160,21 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
             raise GraphError(f"gradcheck's {what} must be a number >= 0, got {v!r}")
     if not eps > 0:
         raise GraphError(f"gradcheck's eps must be > 0, got {eps!r}")
-    saved = (None if g._vals is None else list(g._vals), g._vals_plan,
-             g._grads, g._grads_plan)
+    saved = g.run.save()
     try:
         return _check(g, feed, wrt, float(eps), float(rtol), float(atol))
     finally:
-        vals, vals_plan, g._grads, g._grads_plan = saved
-        if vals is not None and vals_plan is not None and vals_plan is g._plan:
-            vals_plan.forward(vals)          # puts the gates' saved state back
-        g._vals, g._vals_plan = vals, vals_plan
+        g.run.restore(saved)
+        plan, vals = g.run.plan, g.run.values
+        if vals is not None and plan is not None and plan is g._plan:
+            plan.forward(vals)          # puts the gates' saved state back
 
 
 def _check(g, feed, wrt, eps, rtol, atol):
     g.forward(feed)
     plan = g.plan()
     leaves = _default_wrt(g, plan) if wrt is None else _wrt(g, wrt)
-    base = [_as64(v) for v in g._vals]
+    base = [_as64(v) for v in g.run.values]
     plan.forward(base)
     out = base[plan.out]
     rng = np.random.default_rng(0)

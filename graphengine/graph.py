@@ -16,7 +16,7 @@ import numpy as np
 
 from . import gates as G
 from .errors import GraphError
-from .plan import Plan, as_value, compile_plan
+from .plan import Plan, RunState, as_value, compile_plan
 
 KINDS = ("input", "parameter", "constant", "gate")
 
@@ -151,10 +151,7 @@ class ComputationalGraph:
         self._nodes: dict[str, Node] = {}
         self._gate_ids: set[int] = set()
         self._plan: Plan | None = None        # compiled for the current structure
-        self._vals: list | None = None        # values of the last good forward ...
-        self._vals_plan: Plan | None = None   # ... and the plan they belong to
-        self._grads: list | None = None
-        self._grads_plan: Plan | None = None
+        self.run = RunState()                 # values and gradients of the last run
 
     # ------------------------------------------------------------ structure
 
@@ -459,8 +456,9 @@ class ComputationalGraph:
         9.0
         """
         plan = self.plan()
-        vals = self._vals if self._vals_plan is plan else [None] * len(plan.names)
-        self._vals_plan = None
+        run = self.run
+        vals = run.values_for(plan) or [None] * len(plan.names)
+        run.forget_values()
         fed = feed
         if fed.__class__ is not dict or named or len(fed) != len(plan.inputs):
             fed = self._feed(feed, named)       # validates every key and value
@@ -483,7 +481,7 @@ class ComputationalGraph:
         for slot, attrs in plan.stored:
             vals[slot] = attrs["value"]
         plan.forward(vals)
-        self._vals, self._vals_plan = vals, plan
+        run.set_values(plan, vals)
         return vals[plan.out]
 
     def backward(self, seed=None) -> dict:
@@ -498,12 +496,14 @@ class ComputationalGraph:
         7.0
         """
         plan = self._plan
-        if plan is None or self._vals_plan is not plan:
-            why = ("the graph changed since" if self._vals_plan is not None and plan is None
-                   else "there has been no successful")
-            raise GraphError(f"backward needs a forward first: {why} the last forward() "
+        run = self.run
+        vals = run.values_for(plan) if plan is not None else None
+        if vals is None:
+            why = ("the graph changed since its last forward()"
+                   if run.plan is not None and plan is None
+                   else "there has been no successful forward() since the graph last changed")
+            raise GraphError(f"backward needs a forward first: {why} "
                              "(output " + repr(self.output.name) + ")")
-        vals = self._vals
         out = vals[plan.out]
         if seed is None:
             seed = 1.0 if out.__class__ is float else np.ones(np.shape(out))
@@ -513,7 +513,7 @@ class ComputationalGraph:
                 raise GraphError(f"backward's seed has shape {np.shape(seed)}, expected the "
                                  f"shape {np.shape(out)} of output {plan.names[plan.out]!r}")
         grads = plan.backward(vals, seed)
-        self._grads, self._grads_plan = grads, plan
+        run.set_grads(plan, grads)
         result = plan.as_dict(grads)
         for name in plan.outside:
             result[name] = self._zeros(name)
@@ -524,17 +524,15 @@ class ComputationalGraph:
         return 0.0 if v is None else G.zeros_like(v)
 
     def _value_of(self, name):
-        plan = self._vals_plan
-        if plan is None or name not in plan.slot:
-            return None
-        return self._vals[plan.slot[name]]
+        return self.run.value(name)
 
     def _grad_of(self, name):
-        plan = self._grads_plan
+        run = self.run
+        plan = run.grads_plan
         if plan is None:
             return None
         if name in plan.slot:
-            return self._grads[plan.slot[name]]
+            return run.grads[plan.slot[name]]
         return self._zeros(name) if name in self._nodes else None
 
     # ------------------------------------------------------------ derivative tools

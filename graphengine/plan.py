@@ -206,6 +206,66 @@ class Plan:
                           f"on inputs {shapes}: {exc}")
 
 
+class RunState:
+    """The values and gradients of a graph's last run, by slot of the plan they
+    belong to: the one place Node.value, Node.grad, the derivative tools, training,
+    drawing and gradcheck read them from (``g.run``).
+
+    ``values`` are those of the last successful forward (None after a failed one or
+    a structural change); ``grads`` those of the last backward, which may come from
+    an earlier forward than the current values: ``grads_current`` says whether they
+    belong to the values on hand.
+    """
+
+    __slots__ = ("plan", "values", "grads", "grads_plan", "forwards", "grads_from")
+
+    def __init__(self):
+        self.plan = None          # the plan ``values`` belong to
+        self.values = None
+        self.grads = None
+        self.grads_plan = None    # the plan ``grads`` belong to
+        self.forwards = 0         # successful forwards so far
+        self.grads_from = -1      # the forward ``grads`` were computed from
+
+    def values_for(self, plan):
+        """The last values if they belong to ``plan``, else None."""
+        return self.values if self.plan is plan else None
+
+    def set_values(self, plan, values) -> None:
+        self.plan, self.values = plan, values
+        self.forwards += 1
+
+    def forget_values(self) -> None:
+        self.plan = None
+
+    def set_grads(self, plan, grads) -> None:
+        self.grads, self.grads_plan, self.grads_from = grads, plan, self.forwards
+
+    def clear_grads(self) -> None:
+        self.grads = self.grads_plan = None
+
+    @property
+    def grads_current(self) -> bool:
+        """Whether the gradients were computed from the values on hand."""
+        return (self.grads_plan is not None and self.grads_plan is self.plan
+                and self.grads_from == self.forwards)
+
+    def value(self, name):
+        plan = self.plan
+        if plan is None or name not in plan.slot:
+            return None
+        return self.values[plan.slot[name]]
+
+    def save(self) -> tuple:
+        """A snapshot that ``restore`` puts back (values copied, as a run reuses the list)."""
+        vals = None if self.values is None else list(self.values)
+        return (self.plan, vals, self.grads, self.grads_plan, self.forwards, self.grads_from)
+
+    def restore(self, saved: tuple) -> None:
+        (self.plan, self.values, self.grads, self.grads_plan,
+         self.forwards, self.grads_from) = saved
+
+
 def _order(dag: nx.MultiDiGraph, pred: dict, output) -> list:
     """The output's ancestors and itself, topologically, ties by insertion order."""
     keep = {output}

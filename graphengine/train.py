@@ -66,13 +66,13 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
             state["wrt"] = tuple(plan.slot[p.name] for p in optimizer.params)
         wrt = state["wrt"]
         # the last step's arrays go back to the allocator before this step allocates
-        g._grads = g._grads_plan = None
+        g.run.clear_grads()
         loss = g.forward(feed)
         if loss.__class__ is not float:
             raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
                              f"scalar loss, got shape {np.shape(loss)}")
-        grads = plan.backward(g._vals, 1.0, wrt)
-        g._grads, g._grads_plan = grads, plan
+        grads = plan.backward(g.run.values, 1.0, wrt)
+        g.run.set_grads(plan, grads)
         optimizer.update([grads[s] for s in wrt])
         return loss
 

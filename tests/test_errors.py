@@ -148,7 +148,7 @@ def test_backward_before_forward(g):
 def test_backward_after_the_graph_changed(g):
     g.forward(FEED)
     g.sigmoid(g["f"], name="s")
-    with pytest.raises(GraphError, match="the graph changed since the last forward"):
+    with pytest.raises(GraphError, match="the graph changed since its last forward"):
         g.backward()
     assert g["q"].value == 3.0          # the last results stay readable
     g.forward(FEED)

@@ -1,18 +1,21 @@
 """Every notebook runs from top to bottom, short (GE_NOTEBOOK_STEPS), and is committed
 without outputs."""
 
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_six_notebooks_are_there():
-    assert [p.name[:3] for p in PATHS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+def test_the_notebooks_are_numbered_in_order():
+    assert len(PATHS) >= 6
+    assert [p.name[:3] for p in PATHS] == [f"{k:02d}_" for k in range(1, len(PATHS) + 1)]
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
@@ -27,6 +30,9 @@ def test_committed_without_outputs(path):
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("GE_NOTEBOOK_STEPS", "5")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel imports this checkout's graphengine, installed or not
+    outer = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + (os.pathsep + outer if outer else ""))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})

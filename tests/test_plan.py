@@ -55,7 +55,7 @@ def test_pruned_backward_equals_the_full_one_on_what_it_keeps(wrt):
     full = g.backward()
     plan = g.plan()
     slots = tuple(plan.slot[n] for n in wrt)
-    grads = plan.backward(g._vals, 1.0, slots)
+    grads = plan.backward(g.run.values, 1.0, slots)
     for name in wrt:
         np.testing.assert_allclose(grads[plan.slot[name]], full[name], rtol=1e-14)
     assert plan.pruned(slots) is plan.pruned(slots)          # cached
@@ -66,7 +66,7 @@ def test_pruning_skips_the_gradient_of_the_data():
     g.forward(feed)
     plan = g.plan()
     wrt = (plan.slot["W"], plan.slot["b"])
-    grads = plan.backward(g._vals, 1.0, wrt)
+    grads = plan.backward(g.run.values, 1.0, wrt)
     assert grads[plan.slot["x"]] is None and grads[plan.slot["y"]] is None
     kinds = [kind for kind, *_ in plan.pruned(wrt)]
     assert FIRST in kinds or SECOND in kinds
