@@ -112,7 +112,7 @@ def jvp(g, tangents: dict, feed: dict | None = None) -> dict:
     result = {}
     for name, t, v in zip(plan.names, tlist, vals, strict=True):
         if np.shape(t) != np.shape(v):      # a gate's tangent may come out broadcast
-            t = np.broadcast_to(t, np.shape(v)).astype(float)
+            t = np.array(np.broadcast_to(t, np.shape(v)), dtype=getattr(v, "dtype", float))
             t = float(t) if t.ndim == 0 else t
         result[name] = t
     for name in plan.outside:
@@ -192,7 +192,7 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
     size = out_size * sum(math.prod(s) for s in shapes)
     if size > MAX_JACOBIAN:
         raise GraphError(f"the Jacobian of output {plan.names[plan.out]!r} "
-                         f"({out_size} elements) with respect to "
+                         f"({_count(out_size, 'element')}) with respect to "
                          f"{', '.join(repr(n.name) for n in leaves[:5])}"
                          f"{', ...' if len(leaves) > 5 else ''} has {size} elements, more "
                          f"than the limit {MAX_JACOBIAN}; use backward(seed) or jvp for "
@@ -228,6 +228,14 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
 
 
 # ---------------------------------------------------------------- paths
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in tuple('aeiou') else 'a'} {noun}"
+
 
 def _check_limit(limit):
     if limit is None or (isinstance(limit, float) and limit == math.inf):
@@ -287,13 +295,15 @@ def _paths_on(g, source, limit):
     if total > (MAX_PATHS if limit is None else min(limit, MAX_PATHS)):
         bound = f"limit={limit}" if limit is not None and limit <= MAX_PATHS \
             else f"MAX_PATHS={MAX_PATHS}"
-        raise GraphError(f"{total} paths lead from {node.name!r} to the output {out!r}, "
+        raise GraphError(f"{_count(total, 'path')} lead{'s' if total == 1 else ''} from "
+                         f"{node.name!r} to the output {out!r}, "
                          f"more than {bound}; backward sums them all in one pass")
     through = [a * b for a, b in zip(to, on, strict=True)]
     size = sum(through)
     if size > MAX_PATH_NODES:
-        raise GraphError(f"the {total} paths from {node.name!r} to the output {out!r} "
-                         f"hold {size} node names in all, more than MAX_PATH_NODES="
+        raise GraphError(f"the {_count(total, 'path')} from {node.name!r} to the output {out!r} "
+                         f"hold{'s' if total == 1 else ''} {size} node names in all, more "
+                         f"than MAX_PATH_NODES="
                          f"{MAX_PATH_NODES}; backward sums them all in one pass")
     return plan, start, through
 
@@ -368,8 +378,8 @@ def _local_partials(plan, vals, through):
             raise GraphError(f"{where}: backward(1.0) failed while taking its local "
                              f"derivatives: {exc}") from exc
         if not isinstance(parts, (list, tuple)) or len(parts) != len(ins):
-            got = (f"{len(parts)} gradients" if isinstance(parts, (list, tuple))
-                   else f"a {type(parts).__name__}")
+            got = (_count(len(parts), "gradient") if isinstance(parts, (list, tuple))
+                   else _a(type(parts).__name__))
             raise GraphError(f"{where}: backward returned {got}; expected a list or tuple "
                              f"of {len(ins)} (one per input)")
         weights[out] = [_local(p, where, plan.names[i], k)
@@ -386,7 +396,7 @@ def _local(p, where, input_name, k):
             and p.dtype.kind in "fiu"):
         return float(p)
     what = (f"an array of shape {p.shape} and dtype {p.dtype}" if isinstance(p, np.ndarray)
-            else f"a {type(p).__name__}")
+            else _a(type(p).__name__))
     raise GraphError(f"{where}: backward returned {what} as the local derivative for input "
                      f"{k} ({input_name!r}); expected a number (the graph is scalar)")
 

@@ -183,7 +183,8 @@ def _ascii(node, name: str) -> None:
 def _raise_call(func):
     if isinstance(func, ast.Attribute):
         raise _fail(func, f"attribute access '.{func.attr}'")
-    raise _fail(func, f"a call of a {_NAMES.get(type(func), type(func).__name__)}")
+    what = _NAMES.get(type(func), type(func).__name__)
+    raise _fail(func, f"a call of {'an' if what[0] in 'aeiou' else 'a'} {what}")
 
 
 def _post_order(root) -> list:

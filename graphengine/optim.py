@@ -82,8 +82,9 @@ class Optimizer:
                     and not isinstance(grad, bool):
                 grad = float(grad)
             elif not (isinstance(grad, np.ndarray) and grad.dtype.kind in "fiu"):
-                raise GraphError(f"{name}: the gradient of parameter {p.name!r} is a "
-                                 f"{type(grad).__name__}"
+                kind = "numpy array" if isinstance(grad, np.ndarray) else type(grad).__name__
+                raise GraphError(f"{name}: the gradient of parameter {p.name!r} is "
+                                 f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
                                  + (f" of dtype {grad.dtype}" if isinstance(grad, np.ndarray)
                                     else "") + "; expected a number or an array of numbers")
             if np.shape(grad) != np.shape(value):

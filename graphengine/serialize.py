@@ -287,7 +287,7 @@ def _check_node(entry, k, names):
     extra = [key for key in entry if key not in allowed]
     missing = [key for key in sorted(_KEYS[kind]) if key not in entry]
     if extra or missing:
-        raise GraphError(f"node {name!r}: a {kind} has keys {sorted(_KEYS[kind])}"
+        raise GraphError(f"node {name!r}: {kind} nodes have keys {sorted(_KEYS[kind])}"
                          + (" and optionally 'config'" if kind == "gate" else "")
                          + f"; unexpected {[key[:40] for key in extra]}, missing {missing}")
     if kind != "gate":

@@ -512,3 +512,29 @@ def test_forward_and_reverse_jacobians_agree_on_a_network():
         assert np.allclose(np.tensordot(seed, rev[name], axes=2), grads[name],
                            rtol=1e-12, atol=1e-14)
 
+
+
+def test_messages_count_in_good_grammar(monkeypatch):
+    g = diamond_example()
+    g.forward(AT)
+    with pytest.raises(GraphError, match=r"^1 path leads from 'a' to the output 'e', more "
+                                         r"than limit=0;"):
+        g.paths("a", limit=0)
+    monkeypatch.setattr(derivatives, "MAX_PATH_NODES", 2)
+    with pytest.raises(GraphError, match=r"^the 1 path from 'a' to the output 'e' holds 3 "):
+        g.paths("a")
+    monkeypatch.undo()
+    monkeypatch.setattr(derivatives, "MAX_JACOBIAN", 0)
+    with pytest.raises(GraphError, match=r"output 'e' \(1 element\) with respect to 'a', 'b' "
+                                         r"has 2 elements"):
+        g.jacobian()
+    monkeypatch.undo()
+    y = g.apply(Returns(5), g["e"], name="y")
+    g.set_output(y)
+    g.forward(AT)
+    with pytest.raises(GraphError, match=r"backward returned an int; expected a list"):
+        g.path_gradient("a")
+    y.gate.result = ((), ())
+    with pytest.raises(GraphError, match=r"backward returned 2 gradients; expected a list or "
+                                         r"tuple of 1 \(one per input\)"):
+        g.path_gradient("a")

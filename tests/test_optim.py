@@ -170,7 +170,7 @@ def test_optimizer_refuses_a_single_node_or_one_listed_twice():
     ([np.zeros(2), np.zeros(1)], r"parameter 'b' has shape \(1,\), expected the "
                                  r"parameter's shape \(\)"),
     ([np.zeros(2), "0.1"], r"the gradient of parameter 'b' is a str; expected a number"),
-    ([np.array(["a", "b"]), 0.0], r"parameter 'w' is a ndarray of dtype <U1; expected"),
+    ([np.array(["a", "b"]), 0.0], r"parameter 'w' is a numpy array of dtype <U1; expected"),
     ([np.zeros(2), None], r"the gradient of parameter 'b' is a NoneType"),
 ])
 def test_update_checks_every_gradient_before_changing_anything(grads, match):
