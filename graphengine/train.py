@@ -31,6 +31,13 @@ class History:
     seconds: float = 0.0
 
 
+def _is_optimizer(optimizer) -> bool:
+    # an optim.Optimizer, or any object that has its two members (a user's own)
+    params = getattr(optimizer, "params", None)
+    return (isinstance(params, (list, tuple)) and all(isinstance(p, Node) for p in params)
+            and callable(getattr(optimizer, "update", None)))
+
+
 def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     """A function ``step(feed) -> loss`` that runs one training step on ``g``.
 
@@ -53,7 +60,7 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     if not isinstance(g, ComputationalGraph):
         raise GraphError(f"compile_step: g must be a ComputationalGraph, got "
                          f"{type(g).__name__}")
-    if not isinstance(optimizer, optim.Optimizer):
+    if not _is_optimizer(optimizer):
         raise GraphError(f"compile_step: optimizer must be an Optimizer such as "
                          f"ge.optim.SGD(g.parameters(), lr=0.1), got {type(optimizer).__name__}")
     for p in optimizer.params:
@@ -206,7 +213,7 @@ def fit(g: ComputationalGraph, optimizer: optim.Optimizer, X, y, *, epochs: int 
     for value, what in ((epochs, "epochs"), (batch_size, "batch_size")):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise GraphError(f"fit: {what} must be a positive integer, got {value!r:.40}")
-    if not isinstance(optimizer, optim.Optimizer):
+    if not _is_optimizer(optimizer):
         raise GraphError(f"fit: optimizer must be an Optimizer such as "
                          f"ge.optim.SGD(g.parameters(), lr=0.1), got {type(optimizer).__name__}")
     if log is not None and not callable(log):
