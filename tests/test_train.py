@@ -266,3 +266,21 @@ def test_compiled_step_sums_a_node_used_twice_and_names_a_failing_gate():
     step = ge.train.compile_step(h, ge.optim.SGD(h.parameters(), lr=0.1))
     with pytest.raises(GraphError, match=r"node 'loss' \(CE\) failed in forward .*labels must"):
         step({"x": np.zeros((2, 64)), "y": np.array([0, 10])})
+
+
+def test_compile_step_takes_a_users_own_optimizer():
+    class Halving:                      # not an optim.Optimizer, but has what one has
+        def __init__(self, params):
+            self.params = params
+
+        def update(self, grads):
+            for p, grad in zip(self.params, grads, strict=True):
+                p.value = p.value - 0.5 * grad
+
+    g = ge.ComputationalGraph()
+    w = g.parameter("w", 3.0)
+    w * w
+    step = ge.train.compile_step(g, Halving([w]))
+    assert step({}) == 9.0 and w.value == 0.0
+    with pytest.raises(GraphError, match=r"optimizer must be an Optimizer .*got Halving"):
+        ge.train.compile_step(g, Halving(w))
