@@ -284,3 +284,14 @@ def test_compile_step_takes_a_users_own_optimizer():
     assert step({}) == 9.0 and w.value == 0.0
     with pytest.raises(GraphError, match=r"optimizer must be an Optimizer .*got Halving"):
         ge.train.compile_step(g, Halving(w))
+
+
+def test_cli_train_plot_without_matplotlib_is_a_one_line_hint_before_training(capsys,
+                                                                            monkeypatch):
+    for name in ("matplotlib", "matplotlib.backend_bases", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["train", "--plot", "loss.png"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("graphengine train: error: --plot needs matplotlib: pip install "
+                   "'graphengine[draw]'\n")
