@@ -1,14 +1,24 @@
 """The command line: a thin argparse layer over the library (``graphengine --help``).
 
-Nothing in the package imports this module. ``main(argv)`` returns the exit code;
-a user's mistake prints one line to stderr and returns 2.
+Nothing in the package imports this module. ``main(argv)`` returns the exit code:
+0 on success; 2 for a user's mistake or a file that cannot be written (one line on
+stderr, checked before any work where it can be); 1 for a training run that diverged
+(its loss became nan or infinite: a warning line on stderr) or a reader that closed
+the pipe.
+
+Output files (``--draw``, ``--plot``) are written exactly where they are named: the
+name needs an extension of a format matplotlib can save (``.png``, ``.svg``,
+``.pdf``, ...); an empty name, a directory, a missing directory or an unwritable place
+is refused before the work starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import warnings
 
 from .errors import GraphError
 
@@ -31,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("expression", help='a formula such as "(x + y) * z"')
     explain.add_argument("--at", nargs="+", default=[], metavar="NAME=VALUE",
                          help="a value for every input of the formula")
-    explain.add_argument("--draw", metavar="FILE", help="also draw the circuit to a .png or .svg")
+    explain.add_argument("--draw", metavar="FILE",
+                         help="also draw the circuit to a file (.png, .svg, .pdf, ...)")
     explain.set_defaults(run=cmd_explain)
 
     train = sub.add_parser("train", help="train an MLP on the 8x8 digits data")
@@ -40,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--hidden", type=int, default=128)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--plot", metavar="FILE", help="save the loss curve to a .png")
+    train.add_argument("--plot", metavar="FILE",
+                       help="save the loss curve to a file (.png, .svg, .pdf, ...)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
     return parser
@@ -52,16 +64,20 @@ PATHS_SHOWN = 64          # list the paths of an input when it has at most this 
 
 
 def _parse_at(items) -> dict:
-    feed = {}
+    feed, given = {}, {}
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name:
             raise GraphError(f"--at wants NAME=VALUE pairs such as x=-2, got {item!r}")
+        if name in feed:
+            raise GraphError(f"--at {name}: given twice ({given[name]} and {item}); give "
+                             "each input one value")
         try:
             feed[name] = float(text)
         except ValueError:
             raise GraphError(f"--at {name}: {text!r} is not a number") from None
+        given[name] = item
     return feed
 
 
@@ -91,6 +107,8 @@ def cmd_explain(args) -> int:
     from .derivatives import count_paths
     from .graph import ComputationalGraph
 
+    if args.draw is not None:
+        _check_output(args.draw, "--draw")
     g = ComputationalGraph.from_expression(args.expression)
     feed = _parse_at(args.at)
     names = [n.name for n in g.inputs()]
@@ -129,88 +147,177 @@ def cmd_explain(args) -> int:
         print(f"d{out}/d{name} = {_num(total)}  (sum over {count} {plural})")
         print("\n".join(_table([("  " + " -> ".join(path), _num(term))
                                 for path, term in terms])))
-    if args.draw:
+    if args.draw is not None:
         _draw_to(g, args.draw)
         print(f"\ndrew the circuit to {args.draw}")
     return 0
 
 
 def _draw_to(g, path: str) -> None:
-    if not path.lower().endswith((".png", ".svg")):
-        raise GraphError(f"--draw {path}: expected a file name ending in .png or .svg")
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise GraphError("--draw needs matplotlib: pip install 'graphengine[draw]'") from None
+    _check_output(path, "--draw")
+    from matplotlib.figure import Figure
+
     from .draw import _figsize, _layout, draw
 
     _, width, height = _layout(g)
     fig = Figure(figsize=_figsize(width, height, False))
     draw(g, ax=fig.add_subplot())
+    _save(fig, path, "--draw", bbox_inches="tight", dpi=120)
+
+
+# ---------------------------------------------------------------- output files
+
+def _filetypes(option: str) -> dict:
     try:
-        fig.savefig(path, bbox_inches="tight", dpi=120)
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise GraphError(f"{option} needs matplotlib: pip install 'graphengine[draw]'") \
+            from None
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+def _check_output(path: str, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written where it is named:
+    no name, a directory, no extension or one matplotlib cannot save, a missing
+    directory, or a place that refuses a new file."""
+    if not path:
+        raise GraphError(f"{option}: the file name is empty")
+    if os.path.isdir(path):
+        raise GraphError(f"{option} {path}: is a directory; name a file in it, such as "
+                         f"{os.path.join(path, 'out.png')}")
+    types = _filetypes(option)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    known = ", ".join("." + t for t in sorted(types))
+    if not ext:
+        raise GraphError(f"{option} {path}: the file name needs an extension that names "
+                         f"its format, such as {path}.png (one of {known})")
+    if ext not in types:
+        raise GraphError(f"{option} {path}: matplotlib cannot save .{ext} files; use one "
+                         f"of {known}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GraphError(f"{option} {path}: the directory {folder} does not exist")
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "ab"):          # appending changes nothing in a file that exists
+            pass
     except OSError as exc:
-        raise GraphError(f"--draw {path}: cannot write the file ({exc.strerror})") from None
+        raise GraphError(f"{option} {path}: cannot write the file ({exc.strerror})") from None
+    if not existed:
+        os.remove(path)
+
+
+def _save(fig, path: str, option: str, **options) -> None:
+    try:
+        fig.savefig(path, **options)
+    except Exception as exc:
+        # a backend may fail again while cleaning up after the OSError (the PDF writer
+        # on a full disk): report the OSError underneath
+        cause, seen = exc, set()
+        while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OSError):
+            raise GraphError(f"{option} {path}: cannot write the file "
+                             f"({cause.strerror or cause})") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GraphError(f"{option} {path}: matplotlib could not save it: {first}") from None
 
 
 # ---------------------------------------------------------------- train
 
 def _check_train_args(args):
+    from .nn import MAX_PARAMETERS
+
     for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
                         ("--hidden", args.hidden)):
         if value < 1:
             raise GraphError(f"{name} must be a positive integer, got {value}")
+    if args.seed < 0:
+        raise GraphError(f"--seed must be a non-negative integer, got {args.seed}")
+    weights = 64 * args.hidden + args.hidden + args.hidden * 10 + 10
+    if weights > MAX_PARAMETERS:
+        raise GraphError(f"--hidden {args.hidden}: the network would have {weights} weights "
+                         f"and biases, more than the limit {MAX_PARAMETERS}")
     if not (args.lr > 0 and args.lr < float("inf")):
         raise GraphError(f"--lr must be a positive number, got {args.lr}")
     if args.plot is not None:
-        try:
-            import matplotlib
-        except ImportError:
-            raise GraphError("--plot needs matplotlib (pip install 'graphengine[draw]')") from None
-        matplotlib.use("Agg")
+        _check_output(args.plot, "--plot")
 
 
 def _plot_history(history, path):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
     epochs = range(1, len(history.loss) + 1)
     ax.plot(epochs, history.loss, label="training loss")
     ax.plot(epochs, history.val_loss, label="held-out loss")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("softmax cross-entropy")
     ax.legend()
-    try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise GraphError(f"--plot: cannot write {path!r}: {exc}") from None
-    finally:
-        plt.close(fig)
+    _save(fig, path, "--plot")
 
 
 def cmd_train(args) -> int:
+    import numpy as np
+
     from .train import train_digits
 
     _check_train_args(args)
-    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: {args.epochs} epochs, "
-          f"SGD lr {args.lr:g} momentum 0.9, batch {args.batch_size}, seed {args.seed}")
-    history, _ = train_digits(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              hidden=args.hidden, seed=args.seed, quiet=args.quiet,
-                              log=print)
+    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: {args.epochs} "
+          f"epoch{'' if args.epochs == 1 else 's'}, SGD lr {args.lr:g} momentum 0.9, "
+          f"batch {args.batch_size}, seed {args.seed}")
+    # a run that diverges is reported once at the end, not by numpy at every overflow
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        history, _ = train_digits(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                  hidden=args.hidden, seed=args.seed, quiet=args.quiet,
+                                  log=print)
+    epochs = len(history.loss)
     print(f"held-out accuracy {history.val_accuracy[-1]:.4f} "
-          f"after {len(history.loss)} epochs in {history.seconds:.1f} s")
+          f"after {epochs} epoch{'' if epochs == 1 else 's'} in {history.seconds:.1f} s")
     if args.plot is not None:
         _plot_history(history, args.plot)
         print(f"loss curve saved to {args.plot}")
+    bad = next((k for k, v in enumerate(history.loss, 1) if not math.isfinite(v)), None)
+    if bad is not None:
+        print(f"graphengine train: warning: the training diverged: the loss became "
+              f"{history.loss[bad - 1]} in epoch {bad} (try a smaller --lr than "
+              f"{args.lr:g})", file=sys.stderr)
+        return 1
     return 0
 
 
 # ---------------------------------------------------------------- entry point
 
+_EXPLAIN_OPTIONS = ("-h", "--help", "--at", "--draw")
+
+
+def _formula_last(argv: list) -> list:
+    # `graphengine explain "-x" --at x=2`: a formula may begin with "-", which argparse
+    # takes for an option; move it behind "--", where argparse reads it as the formula
+    if len(argv) < 2 or argv[0] != "explain" or "--" in argv:
+        return argv
+    rest = argv[1:]
+    for k, arg in enumerate(rest):
+        if k and rest[k - 1] == "--draw":
+            continue                              # the file name, not the formula
+        head = arg.split("=", 1)[0]
+        if arg.startswith("-") and arg != "-" and not (
+                head in _EXPLAIN_OPTIONS or (len(head) > 2 and any(
+                    o.startswith(head) for o in _EXPLAIN_OPTIONS if o.startswith("--")))):
+            return ["explain", *rest[:k], *rest[k + 1:], "--", arg]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); return the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_formula_last(argv))
     try:
         return args.run(args)
     except GraphError as exc:

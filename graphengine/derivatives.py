@@ -19,6 +19,9 @@ from .plan import as_value
 __all__ = ["jvp", "jacobian", "paths", "path_gradient", "count_paths"]
 
 MODES = ("reverse", "forward")
+MAX_JACOBIAN = 10_000_000       # elements of all the blocks of one jacobian() (80 MB)
+MAX_PATHS = 1_000_000           # paths one paths() or path_gradient() lists
+MAX_PATH_NODES = 10_000_000     # node names in all those paths together (80 MB)
 
 
 def _forwarded(g, feed, what):
@@ -109,7 +112,7 @@ def jvp(g, tangents: dict, feed: dict | None = None) -> dict:
     result = {}
     for name, t, v in zip(plan.names, tlist, vals, strict=True):
         if np.shape(t) != np.shape(v):      # a gate's tangent may come out broadcast
-            t = np.broadcast_to(t, np.shape(v)).astype(float)
+            t = np.array(np.broadcast_to(t, np.shape(v)), dtype=getattr(v, "dtype", float))
             t = float(t) if t.ndim == 0 else t
         result[name] = t
     for name in plan.outside:
@@ -122,6 +125,9 @@ def _wrt(g, wrt):
         return [n for n in g.nodes() if n.kind in ("input", "parameter")]
     if isinstance(wrt, str) or hasattr(wrt, "graph"):
         wrt = [wrt]
+    if not isinstance(wrt, (list, tuple)):
+        raise GraphError(f"wrt must be a leaf name, a Node or a list of them, got "
+                         f"{type(wrt).__name__} {wrt!r:.40}")
     leaves = [_leaf(g, key, "wrt entry") for key in wrt]
     names = [n.name for n in leaves]
     for k, name in enumerate(names):
@@ -150,7 +156,14 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
     -------
     dict
         Leaf name to an array of shape ``output.shape + leaf.shape`` (a float when
-        both are scalars).
+        both are scalars); zeros of that shape for a leaf the output does not use.
+
+    Raises
+    ------
+    GraphError
+        For a bad ``wrt`` or ``mode``, no forward yet, or Jacobians of more than
+        ``MAX_JACOBIAN`` (10,000,000) elements in all (80 MB; the message gives the
+        size): take ``backward`` with a seed, or ``jvp``, for products with it.
 
     Examples
     --------
@@ -174,8 +187,16 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
     shapes = []
     for n in leaves:
         slot = plan.slot.get(n.name)
-        v = vals[slot] if slot is not None else n._attrs.get("value")
-        shapes.append(np.shape(v) if v is not None else ())
+        shapes.append(np.shape(vals[slot] if slot is not None else g._zeros(n.name)))
+    out_size = math.prod(out_shape)
+    size = out_size * sum(math.prod(s) for s in shapes)
+    if size > MAX_JACOBIAN:
+        raise GraphError(f"the Jacobian of output {plan.names[plan.out]!r} "
+                         f"({_count(out_size, 'element')}) with respect to "
+                         f"{', '.join(repr(n.name) for n in leaves[:5])}"
+                         f"{', ...' if len(leaves) > 5 else ''} has {size} elements, more "
+                         f"than the limit {MAX_JACOBIAN}; use backward(seed) or jvp for "
+                         "its products with a vector")
     result = {n.name: np.zeros(out_shape + s) for n, s in zip(leaves, shapes, strict=True)}
     used = [(n.name, plan.slot[n.name], s) for n, s in zip(leaves, shapes, strict=True)
             if n.name in plan.slot]
@@ -208,12 +229,37 @@ def jacobian(g, wrt=None, feed: dict | None = None, mode: str = "reverse") -> di
 
 # ---------------------------------------------------------------- paths
 
-def _consumers(plan):
-    succ = [[] for _ in plan.names]
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in tuple('aeiou') else 'a'} {noun}"
+
+
+def _check_limit(limit):
+    if limit is None or (isinstance(limit, float) and limit == math.inf):
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0:
+        raise GraphError(f"limit must be a non-negative whole number of paths (None or "
+                         f"inf: at most MAX_PATHS = {MAX_PATHS}), got {limit!r:.40}")
+    return int(limit)
+
+
+def _counts(plan, start):
+    """Paths from ``start`` to each slot, and from each slot to the output."""
+    to = [0] * len(plan.names)
+    to[start] = 1
     for _, ins, out in plan.gates:
-        for k, i in enumerate(ins):
-            succ[i].append((out, k))
-    return succ
+        if out != start:
+            to[out] = sum(to[i] for i in ins)
+    on = [0] * len(plan.names)
+    on[plan.out] = 1
+    for _, ins, out in reversed(plan.gates):
+        if on[out]:
+            for i in ins:
+                on[i] += on[out]
+    return to, on
 
 
 def count_paths(g, source) -> int:
@@ -230,36 +276,60 @@ def count_paths(g, source) -> int:
     start = plan.slot.get(node.name)
     if start is None:
         return 0
-    count = [0] * len(plan.names)
-    count[start] = 1
+    return _counts(plan, start)[0][plan.out]
+
+
+def _paths_on(g, source, limit):
+    """The plan, the source's slot and, per slot, the number of paths through it;
+    refuses more than ``limit`` (or ``MAX_PATHS``) paths or more than
+    ``MAX_PATH_NODES`` names in all of them, with the size."""
+    limit = _check_limit(limit)
+    node = g._node(source, "path source")
+    plan = g.plan()
+    start = plan.slot.get(node.name)
+    if start is None:
+        return plan, None, None
+    to, on = _counts(plan, start)
+    total = to[plan.out]
+    out = plan.names[plan.out]
+    if total > (MAX_PATHS if limit is None else min(limit, MAX_PATHS)):
+        bound = f"limit={limit}" if limit is not None and limit <= MAX_PATHS \
+            else f"MAX_PATHS={MAX_PATHS}"
+        raise GraphError(f"{_count(total, 'path')} lead{'s' if total == 1 else ''} from "
+                         f"{node.name!r} to the output {out!r}, "
+                         f"more than {bound}; backward sums them all in one pass")
+    through = [a * b for a, b in zip(to, on, strict=True)]
+    size = sum(through)
+    if size > MAX_PATH_NODES:
+        raise GraphError(f"the {_count(total, 'path')} from {node.name!r} to the output {out!r} "
+                         f"hold{'s' if total == 1 else ''} {size} node names in all, more "
+                         f"than MAX_PATH_NODES="
+                         f"{MAX_PATH_NODES}; backward sums them all in one pass")
+    return plan, start, through
+
+
+def _walk(plan, start, through, weights=None):
+    """Every path from ``start`` to the output as (slots, product of the weights),
+    consumers in plan order; one depth-first pass with one shared path, so the time
+    is linear in the total length of the paths."""
+    live = [[] for _ in plan.names]            # consumers on some path, in plan order
     for _, ins, out in plan.gates:
-        if out != start:
-            count[out] = sum(count[i] for i in ins)
-    return count[plan.out]
-
-
-def _refuse_many(g, node, plan, limit):
-    total = count_paths(g, node.name)
-    if limit is not None and total > limit:
-        raise GraphError(f"{total} paths lead from {node.name!r} to the output "
-                         f"{plan.names[plan.out]!r}, more than limit={limit}; backward "
-                         "sums them all in one pass")
-    return total
-
-
-def _walk(plan, start, weights=None):
-    succ = _consumers(plan)
-    found = []
-    # each entry: (slot, path of slots so far, product of local derivatives so far)
-    stack = [(start, [start], 1.0)]
+        if through[out]:
+            for k, i in enumerate(ins):
+                if through[i]:
+                    live[i].append((out, k))
+    found, path = [], []
+    stack = [(start, 0, 1.0)]      # (slot, its depth on the path, product up to it)
     while stack:
-        slot, path, product = stack.pop()
+        slot, depth, product = stack.pop()
+        del path[depth:]
+        path.append(slot)
         if slot == plan.out:
-            found.append((path, product))
+            found.append((path.copy(), product))
             continue
-        for out, k in reversed(succ[slot]):
+        for out, k in reversed(live[slot]):
             w = weights[out][k] if weights is not None else 1.0
-            stack.append((out, path + [out], product * w))
+            stack.append((out, depth + 1, product * w))
     return found
 
 
@@ -267,7 +337,10 @@ def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
     """Every path, as a list of node names, from ``source`` to the output.
 
     A node used twice by one gate (``x * x``) gives two paths. The paths are counted
-    first; more than ``limit`` is a GraphError giving the count.
+    first; more than ``limit`` is a GraphError giving the count. ``limit=None`` (or
+    ``inf``) means the most this lists, ``MAX_PATHS`` (1,000,000); the paths may also
+    hold at most ``MAX_PATH_NODES`` (10,000,000) names in all, refused with the size
+    beyond. Time and memory are linear in that size.
 
     Examples
     --------
@@ -278,36 +351,54 @@ def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
     >>> g.paths("b")
     [['b', 'c', 'e'], ['b', 'd', 'e']]
     """
-    node = g._node(source, "path source")
-    plan = g.plan()
-    if not _refuse_many(g, node, plan, limit):
+    plan, start, through = _paths_on(g, source, limit)
+    if start is None:
         return []
-    return [[plan.names[s] for s in path] for path, _ in _walk(plan, plan.slot[node.name])]
+    names = plan.names
+    return [[names[s] for s in path] for path, _ in _walk(plan, start, through)]
 
 
-def _local_partials(plan, vals, needed):
+def _local_partials(plan, vals, through):
     weights = {}
     for gate, ins, out in plan.gates:
-        if not needed[out]:
+        if not through[out]:
             continue
         name = plan.names[out]
         for i in ins:
-            if needed[i] and vals[i].__class__ is not float:
+            if through[i] and vals[i].__class__ is not float:
                 raise GraphError(f"path_gradient needs a scalar graph: node "
                                  f"{plan.names[i]!r} has shape {np.shape(vals[i])}")
         if vals[out].__class__ is not float:
             raise GraphError(f"path_gradient needs a scalar graph: node {name!r} has "
                              f"shape {np.shape(vals[out])}")
+        where = f"node {name!r} ({gate.label})"
         try:
-            parts = list(gate.backward(1.0))
+            parts = gate.backward(1.0)
         except Exception as exc:
-            raise GraphError(f"node {name!r} ({gate.label}): backward(1.0) failed while "
-                             f"taking its local derivatives: {exc}") from exc
-        if len(parts) != len(ins):
-            raise GraphError(f"node {name!r}: backward returned {len(parts)} gradients "
-                             f"for {len(ins)} inputs")
-        weights[out] = [0.0 if p is None else float(p) for p in parts]
+            raise GraphError(f"{where}: backward(1.0) failed while taking its local "
+                             f"derivatives: {exc}") from exc
+        if not isinstance(parts, (list, tuple)) or len(parts) != len(ins):
+            got = (_count(len(parts), "gradient") if isinstance(parts, (list, tuple))
+                   else _a(type(parts).__name__))
+            raise GraphError(f"{where}: backward returned {got}; expected a list or tuple "
+                             f"of {len(ins)} (one per input)")
+        weights[out] = [_local(p, where, plan.names[i], k)
+                        for k, (p, i) in enumerate(zip(parts, ins, strict=True))]
     return weights
+
+
+def _local(p, where, input_name, k):
+    if p is None:
+        return 0.0
+    if isinstance(p, (float, int, np.floating, np.integer)) and not isinstance(p, bool):
+        return float(p)
+    if (isinstance(p, np.ndarray) and not isinstance(p, np.matrix) and p.shape == ()
+            and p.dtype.kind in "fiu"):
+        return float(p)
+    what = (f"an array of shape {p.shape} and dtype {p.dtype}" if isinstance(p, np.ndarray)
+            else _a(type(p).__name__))
+    raise GraphError(f"{where}: backward returned {what} as the local derivative for input "
+                     f"{k} ({input_name!r}); expected a number (the graph is scalar)")
 
 
 def path_gradient(g, source, limit: int = 10_000):
@@ -316,7 +407,10 @@ def path_gradient(g, source, limit: int = 10_000):
     Each path from ``source`` to the output contributes the product of the local
     derivatives along its edges; their sum equals what backward gives. The paths are
     counted first by dynamic programming; more than ``limit`` is a GraphError that
-    gives the count. Scalar graphs only; needs a forward first.
+    gives the count (``limit`` and the size bounds as for ``paths``). Scalar graphs
+    only; needs a forward first. A gate's local derivatives are its ``backward(1.0)``:
+    a user gate that returns anything but one number per input is a GraphError
+    naming the node.
 
     Returns
     -------
@@ -339,18 +433,15 @@ def path_gradient(g, source, limit: int = 10_000):
     >>> terms
     [(['b', 'c', 'e'], 2.0), (['b', 'd', 'e'], 3.0)]
     """
-    node = g._node(source, "path source")
-    plan, vals = _forwarded(g, None, "path_gradient")
-    if not _refuse_many(g, node, plan, limit):
+    g._node(source, "path source")
+    _forwarded(g, None, "path_gradient")
+    plan, start, through = _paths_on(g, source, limit)
+    if start is None:
         return 0.0, []
-    start = plan.slot[node.name]
-    # the nodes on some path from the source: only their gates need local derivatives
-    needed = [False] * len(plan.names)
-    needed[start] = True
-    for _, ins, out in plan.gates:
-        if any(needed[i] for i in ins):
-            needed[out] = True
-    weights = _local_partials(plan, vals, needed)
-    terms = [([plan.names[s] for s in path], product)
-             for path, product in _walk(plan, start, weights)]
+    vals = g.run.values_for(plan)
+    # only the gates on some path from the source need their local derivatives
+    weights = _local_partials(plan, vals, through)
+    names = plan.names
+    terms = [([names[s] for s in path], product)
+             for path, product in _walk(plan, start, through, weights)]
     return math.fsum(p for _, p in terms), terms

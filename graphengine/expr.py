@@ -4,11 +4,18 @@ The text is parsed with Python's ``ast`` and its tree is walked with an explicit
 nothing in it is ever evaluated, compiled or imported. Names become inputs (in order of
 first appearance), numbers become constants, operators and calls of registered gate
 names become gates. Anything else is a GraphError naming the construct.
+
+Names are read as Python reads them, NFKC-normalised: the fullwidth ``ｘ`` is the name
+``x``. After that a name must be ASCII: a Cyrillic ``х`` or Greek ``α`` (look-alikes of
+Latin letters, or letters a reader cannot type back) is a GraphError naming the
+character; write ``x`` or ``alpha``.
 """
 
 from __future__ import annotations
 
 import ast
+import unicodedata
+import warnings
 
 from . import gates as G
 from .errors import GraphError
@@ -80,18 +87,31 @@ def _check_text(text) -> ast.Expression:
     if deepest > MAX_PARENS:
         raise GraphError(f"expression: brackets nested {deepest} deep, expected at most "
                          f"{MAX_PARENS}")
-    if not text.strip():
+    body = text.strip()
+    if not body:
         raise GraphError("expression: the text is empty")
+    indent = len(text) - len(text.lstrip())      # surrounding whitespace is allowed
     try:
-        return ast.parse(text, mode="eval")
+        with warnings.catch_warnings():         # "1if x else 2": refused below, not warned
+            warnings.simplefilter("ignore")
+            tree = ast.parse(body, mode="eval")
     except SyntaxError as exc:
-        where = f" at column {exc.offset}" if exc.offset else ""
+        where = f" at column {exc.offset + indent}" if exc.offset else ""
         detail = "" if exc.msg == "invalid syntax" else f" ({exc.msg})"
         raise GraphError(f"expression: invalid syntax{where} in {text!r}{detail}") from None
     except (RecursionError, MemoryError):
         raise GraphError("expression: nested too deeply to parse") from None
     except ValueError as exc:       # e.g. a NUL character
         raise GraphError(f"expression: {exc}") from None
+    # ast counts columns in UTF-8 bytes from the stripped text; messages count characters
+    # of the text as given
+    lines = body.split("\n")
+    for node in ast.walk(tree):
+        if hasattr(node, "col_offset"):
+            line = lines[node.lineno - 1] if 0 < node.lineno <= len(lines) else ""
+            col = len(line.encode()[:node.col_offset].decode(errors="ignore"))
+            node.col_offset = col + (indent if node.lineno == 1 else 0)
+    return tree
 
 
 def _children(node) -> list:
@@ -99,6 +119,7 @@ def _children(node) -> list:
     if isinstance(node, ast.Name):
         if node.id.startswith("__"):
             raise _fail(node, f"the dunder name {node.id!r}")
+        _ascii(node, node.id)
         return []
     if isinstance(node, ast.Constant):
         _number(node)
@@ -115,6 +136,7 @@ def _children(node) -> list:
         func = node.func
         if not isinstance(func, ast.Name):
             _raise_call(func)
+        _ascii(func, func.id)
         if func.id not in G.GATES:
             raise _fail(node, f"a call of {func.id!r} (not a gate)")
         if node.keywords:
@@ -125,23 +147,44 @@ def _children(node) -> list:
             if isinstance(a, ast.Starred):
                 raise _fail(a, "a starred argument")
         if func.id == "pow":
-            if len(node.args) != 2 or _number(node.args[1]) is None:
-                raise _fail(node, "pow without exactly (node, number) arguments")
+            if len(node.args) != 2:
+                raise GraphError(f"expression: pow() at column {node.col_offset + 1} takes "
+                                 f"two arguments, a formula and a number: pow(x, 3); got "
+                                 f"{len(node.args)}")
+            if _number(node.args[1]) is None:
+                try:
+                    power = ast.unparse(ast.BinOp(node.args[0], ast.Pow(), node.args[1]))
+                except (RecursionError, ValueError, AttributeError):
+                    power = "x ** y"
+                raise GraphError(f"expression: pow() at column {node.col_offset + 1} takes a "
+                                 f"number as exponent (pow(x, 3)); for an exponent that is a "
+                                 f"formula write {power[:60]}")
             return [node.args[0]]
         arity = G.GATES[func.id].arity
-        if arity is not None and len(node.args) != arity:
-            raise _fail(node, f"{func.id}() with {len(node.args)} arguments (it takes "
-                        f"{arity})")
+        n = len(node.args)
+        if arity is not None and n != arity:
+            raise _fail(node, f"{func.id}() with {n} argument{'' if n == 1 else 's'} (it "
+                        f"takes {arity})")
         return list(node.args)
     if isinstance(node, ast.Attribute):
         raise _fail(node, f"attribute access '.{node.attr}'")
     raise _fail(node, _NAMES.get(type(node), f"the construct {type(node).__name__}"))
 
 
+def _ascii(node, name: str) -> None:
+    odd = next((ch for ch in name if not ch.isascii()), None)
+    if odd is not None:
+        what = unicodedata.name(odd, f"U+{ord(odd):04X}")
+        raise GraphError(f"expression: the name {name!r} at column {node.col_offset + 1} "
+                         f"has the non-ASCII letter {odd!r} ({what}); names are ASCII "
+                         "letters, digits and _ (write x, or alpha for a Greek letter)")
+
+
 def _raise_call(func):
     if isinstance(func, ast.Attribute):
         raise _fail(func, f"attribute access '.{func.attr}'")
-    raise _fail(func, f"a call of a {_NAMES.get(type(func), type(func).__name__)}")
+    what = _NAMES.get(type(func), type(func).__name__)
+    raise _fail(func, f"a call of {'an' if what[0] in 'aeiou' else 'a'} {what}")
 
 
 def _post_order(root) -> list:

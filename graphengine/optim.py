@@ -25,7 +25,15 @@ class Optimizer:
     """Base class: holds the parameters; ``step()`` updates each from its ``.grad``."""
 
     def __init__(self, params):
-        params = list(params)
+        if isinstance(params, Node):
+            raise GraphError(f"{type(self).__name__} needs a list of parameters, got the "
+                             f"single node {params.name!r}; write [{params.name}] or pass "
+                             "g.parameters()")
+        try:
+            params = list(params)
+        except TypeError:
+            raise GraphError(f"{type(self).__name__} needs a list of parameter nodes (pass "
+                             f"g.parameters()), got {type(params).__name__}") from None
         if not params:
             raise GraphError(f"{type(self).__name__} needs at least one parameter, got none")
         for p in params:
@@ -33,6 +41,11 @@ class Optimizer:
                 what = p.name if isinstance(p, Node) else type(p).__name__
                 raise GraphError(f"{type(self).__name__}: {what!r} is not a parameter "
                                  "node (pass g.parameters())")
+        names = [p.name for p in params]
+        for k, p in enumerate(params):
+            if p.name in names[:k] and p is params[names.index(p.name)]:
+                raise GraphError(f"{type(self).__name__}: parameter {p.name!r} is listed "
+                                 "twice; it would take two steps per update")
         self.params = params
 
     def step(self) -> None:
@@ -50,16 +63,55 @@ class Optimizer:
         """Update every parameter in place from ``grads``, one per parameter, in order."""
         raise NotImplementedError
 
-    def _check(self, grads):
-        if len(grads) != len(self.params):
-            raise GraphError(f"{type(self).__name__}.update: expected {len(self.params)} "
-                             f"gradients (one per parameter), got {len(grads)}")
+    def _check(self, grads) -> list:
+        """The gradients as a list after checking them all, before anything changes: one
+        per parameter, each a number or an array of its parameter's shape, and every
+        parameter array writable."""
+        name = f"{type(self).__name__}.update"
+        if not isinstance(grads, (list, tuple)):
+            raise GraphError(f"{name}: expected a list of gradients (one per parameter), "
+                             f"got {type(grads).__name__}")
+        n = len(self.params)
+        if len(grads) != n:
+            raise GraphError(f"{name}: expected {n} gradient{'' if n == 1 else 's'} (one "
+                             f"per parameter), got {len(grads)}")
+        out = []
+        for p, grad in zip(self.params, grads, strict=True):
+            value = p._attrs["value"]
+            # the training loop's case first, in few operations
+            if grad.__class__ is np.ndarray and value.__class__ is np.ndarray:
+                if grad.shape == value.shape and grad.dtype.kind == "f" \
+                        and value.flags.writeable:
+                    out.append(grad)
+                    continue
+            elif grad.__class__ is float and value.__class__ is float:
+                out.append(grad)
+                continue
+            if isinstance(grad, (int, float, np.integer, np.floating)) \
+                    and not isinstance(grad, bool):
+                grad = float(grad)
+            elif not (isinstance(grad, np.ndarray) and grad.dtype.kind in "fiu"):
+                kind = "numpy array" if isinstance(grad, np.ndarray) else type(grad).__name__
+                raise GraphError(f"{name}: the gradient of parameter {p.name!r} is "
+                                 f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+                                 + (f" of dtype {grad.dtype}" if isinstance(grad, np.ndarray)
+                                    else "") + "; expected a number or an array of numbers")
+            if np.shape(grad) != np.shape(value):
+                raise GraphError(f"{name}: the gradient of parameter {p.name!r} has shape "
+                                 f"{np.shape(grad)}, expected the parameter's shape "
+                                 f"{np.shape(value)}")
+            if isinstance(value, np.ndarray) and not value.flags.writeable:
+                raise GraphError(f"{name}: parameter {p.name!r} holds a read-only array, "
+                                 "which a step updates in place; give it a writable one "
+                                 f"({p.name}.value = numpy.array(...))")
+            out.append(np.asarray(grad) if isinstance(grad, np.matrix) else grad)
+        return out
 
     @staticmethod
     def _apply(p: Node, delta) -> None:
         value = p._attrs["value"]
         if value.__class__ is float:
-            p.value = value - delta
+            p.value = float(value - delta)
         else:
             value -= delta           # in place: the node keeps its array
 
@@ -89,7 +141,7 @@ class SGD(Optimizer):
         self.velocity = [None] * len(self.params)
 
     def update(self, grads) -> None:
-        self._check(grads)
+        grads = self._check(grads)
         lr, m = self.lr, self.momentum
         if m:
             grads = [grad * 1.0 if v is None else v * m + grad
@@ -130,7 +182,7 @@ class Adam(Optimizer):
         self.v = [None] * len(self.params)
 
     def update(self, grads) -> None:
-        self._check(grads)
+        grads = self._check(grads)
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+
+from .errors import GraphError
 from .gradcheck import gradcheck
 
 __all__ = ["assert_gradients"]
@@ -20,7 +23,8 @@ def assert_gradients(g, feed: dict, **tolerances) -> None:
     feed : dict
         Values for the inputs.
     **tolerances
-        ``wrt``, ``eps``, ``rtol``, ``atol``, passed on to gradcheck.
+        ``wrt``, ``eps``, ``rtol``, ``atol``, passed on to gradcheck; any other name
+        is a GraphError.
 
     Examples
     --------
@@ -41,6 +45,11 @@ def assert_gradients(g, feed: dict, **tolerances) -> None:
     x     ()             4.5       3        1.50e+00  NO
     ...
     """
+    known = [k for k in inspect.signature(gradcheck).parameters if k not in ("g", "feed")]
+    unknown = [k for k in tolerances if k not in known]
+    if unknown:
+        raise GraphError(f"assert_gradients: unknown option {unknown[0]!r}; the options are "
+                         f"{', '.join(known)}")
     report = gradcheck(g, feed, **tolerances)
     if not report:
         raise AssertionError("gradients disagree:\n" + str(report))

@@ -31,6 +31,13 @@ class History:
     seconds: float = 0.0
 
 
+def _is_optimizer(optimizer) -> bool:
+    # an optim.Optimizer, or any object that has its two members (a user's own)
+    params = getattr(optimizer, "params", None)
+    return (isinstance(params, (list, tuple)) and all(isinstance(p, Node) for p in params)
+            and callable(getattr(optimizer, "update", None)))
+
+
 def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     """A function ``step(feed) -> loss`` that runs one training step on ``g``.
 
@@ -50,6 +57,12 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     >>> step({"x": 1.0}), w.value
     (4.0, 2.6)
     """
+    if not isinstance(g, ComputationalGraph):
+        raise GraphError(f"compile_step: g must be a ComputationalGraph, got "
+                         f"{type(g).__name__}")
+    if not _is_optimizer(optimizer):
+        raise GraphError(f"compile_step: optimizer must be an Optimizer such as "
+                         f"ge.optim.SGD(g.parameters(), lr=0.1), got {type(optimizer).__name__}")
     for p in optimizer.params:
         if p.graph is not g:
             raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
@@ -114,12 +127,25 @@ def evaluate(g: ComputationalGraph, X, y, *, x="x", labels="y", logits=None):
 
 
 def _check_data(X, y, what: str):
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y)
+    arrays = []
+    for name, v in (("X", X), ("y", y)):
+        if isinstance(v, (str, bytes)):
+            raise GraphError(f"{what}: {name} is text; expected an array of numbers")
+        try:
+            v = np.asarray(v)
+        except ValueError:
+            v = None
+        if v is None or v.dtype.kind not in "biuf":
+            got = "a ragged array (rows of different lengths)" if v is None or \
+                v.dtype.kind == "O" else f"an array of dtype {v.dtype}"
+            labels = " (labels are class indices, 0 to classes - 1)" if name == "y" else ""
+            raise GraphError(f"{what}: {name} must be an array of numbers{labels}, got {got}")
+        arrays.append(v.astype(float))
+    X, y = arrays
     if X.ndim < 1 or y.ndim < 1 or len(X) != len(y) or len(X) == 0:
         raise GraphError(f"{what}: expected X and y with the same number of rows (at least "
                          f"one), got shapes {X.shape} and {y.shape}")
-    return X, y.astype(float)
+    return X, y
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -156,7 +182,7 @@ def fit(g: ComputationalGraph, optimizer: optim.Optimizer, X, y, *, epochs: int 
     validation : tuple of (X_val, y_val), optional
         Held-out data evaluated after every epoch.
     seed : int
-        Seed of the shuffling.
+        Seed of the shuffling (a non-negative integer).
     x, labels : str or Node
         The input nodes fed with the rows of ``X`` and ``y``.
     logits : str or Node, optional
@@ -186,7 +212,14 @@ def fit(g: ComputationalGraph, optimizer: optim.Optimizer, X, y, *, epochs: int 
     """
     for value, what in ((epochs, "epochs"), (batch_size, "batch_size")):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise GraphError(f"fit: {what} must be a positive integer, got {value!r}")
+            raise GraphError(f"fit: {what} must be a positive integer, got {value!r:.40}")
+    if not _is_optimizer(optimizer):
+        raise GraphError(f"fit: optimizer must be an Optimizer such as "
+                         f"ge.optim.SGD(g.parameters(), lr=0.1), got {type(optimizer).__name__}")
+    if log is not None and not callable(log):
+        raise GraphError(f"fit: log must be a function of one line of text (such as print) "
+                         f"or None, got {type(log).__name__}")
+    rng = nn.generator(seed, "fit")
     X, y = _check_data(X, y, "fit")
     if validation is not None:
         try:
@@ -197,7 +230,6 @@ def fit(g: ComputationalGraph, optimizer: optim.Optimizer, X, y, *, epochs: int 
     xn, yn = g._node(x, "fit: x"), g._node(labels, "fit: labels")
     out = _logits_of(g, logits)
     step = compile_step(g, optimizer)
-    rng = np.random.default_rng(seed)
     n = len(X)
     batches = math.ceil(n / batch_size)
     history = History()
@@ -251,7 +283,11 @@ def train_digits(*, epochs: int = 30, lr: float = 0.1, batch_size: int = 32,
 
     The rows are split once (seeded) into a training set and a held-out set of
     ``test_fraction`` of them; the network is ``nn.mlp`` with softmax
-    cross-entropy, trained by ``fit`` with ``optim.SGD(lr, momentum)``.
+    cross-entropy, trained by ``fit`` with ``optim.SGD(lr, momentum)``. Every
+    argument is checked before training starts (``hidden`` within ``nn.mlp``'s
+    ``MAX_PARAMETERS``, ``seed`` a non-negative integer); a run whose loss becomes
+    nan or infinite is not stopped: ``history.loss`` shows it (``graphengine train``
+    reports it and exits with status 1).
 
     Returns
     -------
@@ -265,10 +301,15 @@ def train_digits(*, epochs: int = 30, lr: float = 0.1, batch_size: int = 32,
     >>> len(history.loss), history.val_accuracy[-1] > 0.8
     (2, True)
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise GraphError(f"train_digits: test_fraction must be in (0, 1), got {test_fraction!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0.0 < test_fraction < 1.0:
+        raise GraphError(f"train_digits: test_fraction must be a number in (0, 1), got "
+                         f"{test_fraction!r:.40}")
+    if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)) or hidden < 1:
+        raise GraphError(f"train_digits: hidden must be a positive integer, got {hidden!r:.40}")
+    rng = nn.generator(seed, "train_digits")
     X, y = datasets.digits()
-    order = np.random.default_rng(seed).permutation(len(X))
+    order = rng.permutation(len(X))
     cut = len(X) - round(test_fraction * len(X))
     train, test = order[:cut], order[cut:]
     g = ComputationalGraph()

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -84,7 +85,8 @@ def test_too_many_paths_prints_only_the_total(capsys, monkeypatch):
     (["x * y", "--at", "x=1", "y=2", "w=3"], "--at w: the formula has no input 'w'"),
     (["x * 2", "--at", "x=abc"], "--at x: 'abc' is not a number"),
     (["x * 2", "--at", "x"], "--at wants NAME=VALUE pairs such as x=-2, got 'x'"),
-    (["x * 2", "--at", "x=1", "--draw", "out.txt"], "expected a file name ending in .png"),
+    (["x * 2", "--at", "x=1", "--draw", "out.txt"], "--draw out.txt: matplotlib cannot save "
+                                                     ".txt files; use one of .avif, .eps"),
 ])
 def test_mistakes_are_one_line_and_exit_code_2(capsys, argv, message, tmp_path,
                                                monkeypatch):
@@ -126,3 +128,90 @@ def test_a_closed_pipe_ends_quietly(monkeypatch):
     monkeypatch.setattr(sys, "stdout", out)
     assert main(["explain", "(x + y) * z", "--at", "x=-2", "y=5", "z=-4"]) == 1
     out.close()
+
+
+def test_a_formula_that_begins_with_a_minus_is_the_formula_not_an_option(capsys):
+    code, out, err = run(capsys, "-x", "--at", "x=2")
+    assert (code, err) == (0, "")
+    assert out.startswith("f = -x  at  x = 2\n")
+    code, out, _ = run(capsys, "--at", "x=2", "y=3", "--", "-x * y")
+    assert code == 0 and out.startswith("f = -x * y  at  x = 2, y = 3\n")
+    assert "df/dy = -2  (sum over 1 path)" in out
+    code, out, _ = run(capsys, "--at", "x=2", "-(x + 1)")
+    assert code == 0 and out.startswith("f = -(x + 1)  at  x = 2\n")
+
+
+def test_an_input_given_twice_is_refused(capsys):
+    code, out, err = run(capsys, "x * 2", "--at", "x=1", "x=2")
+    assert (code, out) == (2, "")
+    assert err == ("graphengine explain: error: --at x: given twice (x=1 and x=2); give "
+                   "each input one value\n")
+
+
+def bad_outputs(tmp_path):
+    (tmp_path / "folder").mkdir()
+    return [
+        ("", r"the file name is empty"),
+        (str(tmp_path / "folder"), r"is a directory; name a file in it, such as .*out.png"),
+        (str(tmp_path / "folder") + os.sep, r"is a directory"),
+        (str(tmp_path / "circuit"), r"the file name needs an extension that names its "
+                                    r"format, such as .*circuit.png \(one of .avif"),
+        (str(tmp_path / "circuit.txt"), r"matplotlib cannot save .txt files; use one of"),
+        (str(tmp_path / "nope" / "circuit.png"), r"the directory .*nope does not exist"),
+    ]
+
+
+def test_every_draw_path_is_checked_before_any_work(capsys, tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    for path, message in bad_outputs(tmp_path):
+        # a formula that would fail: the path is refused first, so nothing ran
+        code, out, err = run(capsys, "x +", "--draw", path)
+        assert (code, out) == (2, "")
+        where = " " + re.escape(path) if path else ""
+        assert re.match(r"graphengine explain: error: --draw" + where + ": " + message,
+                        err), err
+        assert err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["folder"] and os.listdir("folder") == []
+
+
+def unwritable(tmp_path):
+    """A place that refuses a new file even to root."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "locked"
+        folder.mkdir(mode=0o500)
+        return str(folder / "out.png")
+    return "/sys/graphengine-test-out.png"          # sysfs refuses new files to root too
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_exit_2(capsys, tmp_path):
+    path = unwritable(tmp_path)
+    code, out, err = run(capsys, "x * 2", "--at", "x=1", "--draw", path)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"graphengine explain: error: --draw {path}: cannot write the "
+                          "file (") and err.count("\n") == 1
+    # a full disk: the check passes (the device takes an empty append), the write fails
+    full = tmp_path / "full.png"
+    full.symlink_to("/dev/full")
+    code, out, err = run(capsys, "x * 2", "--at", "x=1", "--draw", str(full))
+    assert code == 2 and "drew the circuit" not in out
+    assert err == (f"graphengine explain: error: --draw {full}: cannot write the file "
+                   "(No space left on device)\n")
+
+
+def test_the_path_written_is_the_path_reported(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "x * 2", "--at", "x=1", "--draw", "c.PDF")
+    assert code == 0 and out.endswith("\ndrew the circuit to c.PDF\n")
+    assert os.listdir(tmp_path) == ["c.PDF"] and (tmp_path / "c.PDF").read_bytes()[:4] == b"%PDF"
+
+
+def test_missing_matplotlib_is_a_one_line_hint(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backend_bases", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    code, out, err = run(capsys, "x * 2", "--at", "x=1", "--draw", str(tmp_path / "c.png"))
+    assert (code, out) == (2, "")
+    assert err == ("graphengine explain: error: --draw needs matplotlib: pip install "
+                   "'graphengine[draw]'\n")

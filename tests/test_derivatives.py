@@ -1,9 +1,11 @@
 """Derivatives: forward mode, Jacobians in both modes, gradients as sums over paths."""
 
+import warnings
+
 import numpy as np
 import pytest
 
-from graphengine import ComputationalGraph, Gate, GraphError
+from graphengine import ComputationalGraph, Gate, GraphError, derivatives
 from graphengine.derivatives import count_paths
 
 
@@ -181,6 +183,141 @@ def test_path_gradient_allows_array_nodes_off_the_paths():
     assert g.path_gradient("x") == (6.0, [(["x", "out"], 6.0)])
 
 
+def chain(n):
+    g = ComputationalGraph()
+    h = g.input("x")
+    for _ in range(n - 1):
+        h = g.tanh(h)
+    g.forward(x=0.1)
+    return g
+
+
+def test_paths_take_time_linear_in_their_total_length():
+    # one path through a chain: listing it costs its length, not its length squared
+    # (a walk that copies the path at each step took 25 s at 100,000 nodes)
+    import time
+
+    seconds = {}
+    for n in (2_000, 20_000):
+        g = chain(n)
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            total, terms = g.path_gradient("x")
+            runs.append(time.perf_counter() - start)
+        assert len(terms) == 1 and len(terms[0][0]) == n
+        assert total == pytest.approx(g.backward()["x"], rel=1e-12)
+        seconds[n] = min(runs)
+    assert seconds[20_000] < 30 * seconds[2_000], seconds
+
+
+@pytest.mark.slow
+def test_one_path_through_a_hundred_thousand_nodes():
+    g = chain(100_000)
+    assert len(g.paths("x")[0]) == 100_000
+
+
+def test_the_size_of_the_paths_is_bounded_and_refused_with_the_size(monkeypatch):
+    g = diamond_example()
+    g.forward(AT)
+    monkeypatch.setattr(derivatives, "MAX_PATH_NODES", 5)
+    with pytest.raises(GraphError, match=r"the 2 paths from 'b' to the output 'e' hold 6 "
+                                         r"node names in all, more than MAX_PATH_NODES=5"):
+        g.paths("b")
+    with pytest.raises(GraphError, match=r"hold 6 node names in all"):
+        g.path_gradient("b")
+    monkeypatch.setattr(derivatives, "MAX_PATH_NODES", 6)
+    assert g.paths("b") == [["b", "c", "e"], ["b", "d", "e"]]
+    assert g.path_gradient("a") == (2.0, [(["a", "c", "e"], 2.0)])
+
+
+@pytest.mark.parametrize("limit", [None, float("inf")])
+def test_no_limit_means_the_documented_maximum(limit, monkeypatch):
+    g = diamond_example()
+    g.forward(AT)
+    assert g.paths("b", limit=limit) == [["b", "c", "e"], ["b", "d", "e"]]
+    monkeypatch.setattr(derivatives, "MAX_PATHS", 1)
+    with pytest.raises(GraphError, match=r"2 paths lead from 'b' to the output 'e', more "
+                                         r"than MAX_PATHS=1"):
+        g.paths("b", limit=limit)
+    with pytest.raises(GraphError, match=r"more than MAX_PATHS=1"):
+        g.path_gradient("b", limit=limit)
+    with pytest.raises(GraphError, match=r"more than MAX_PATHS=1"):
+        g.paths("b", limit=10)
+    with pytest.raises(GraphError, match=r"more than limit=1;"):
+        g.paths("b", limit=1)
+
+
+@pytest.mark.parametrize("limit", ["a", -1, 1.5, True, [3], float("nan")])
+def test_a_limit_that_is_not_a_count_is_refused(limit):
+    g = diamond_example()
+    g.forward(AT)
+    with pytest.raises(GraphError, match=r"limit must be a non-negative whole number of "
+                                         r"paths \(None or inf: at most MAX_PATHS"):
+        g.paths("b", limit=limit)
+    with pytest.raises(GraphError, match=r"limit must be a non-negative whole number"):
+        g.path_gradient("b", limit=limit)
+    assert g.path_gradient("b", limit=np.int64(2))[0] == 5.0
+
+
+def matrix(rows):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(rows)
+
+
+class Returns(Gate):
+    """A user gate whose backward returns whatever the test gives it."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def forward(self, x):
+        return 2.0 * x
+
+    def backward(self, upstream):
+        return self.result
+
+
+@pytest.mark.parametrize("result, match", [
+    (("2",), r"backward returned a str as the local derivative for input 0 \('x'\); "
+             r"expected a number"),
+    ((matrix([[2.0]]),), r"backward returned an array of shape \(1, 1\) and dtype "
+                            r"float64 as the local derivative for input 0"),
+    ((np.array([2.0, 2.0]),), r"backward returned an array of shape \(2,\)"),
+    ((np.array("2"),), r"backward returned an array of shape \(\) and dtype <U1"),
+    ({"x": 2.0}, r"backward returned a dict; expected a list or tuple of 1 \(one per input\)"),
+    ((2.0, 2.0), r"backward returned 2 gradients; expected a list or tuple of 1"),
+    (2.0, r"backward returned a float; expected a list or tuple of 1"),
+    ((True,), r"backward returned a bool as the local derivative"),
+])
+def test_path_gradient_checks_a_user_gates_local_derivatives(result, match):
+    g = ComputationalGraph()
+    x = g.input("x")
+    y = g.apply(Returns(result), x, name="y")
+    g.add(y, 1.0, name="out")
+    g.forward(x=3.0)
+    with pytest.raises(GraphError, match=r"node 'y' \(Returns\): " + match):
+        g.path_gradient("x")
+    y.gate.result = (np.float32(2.0),)         # the graph keeps working
+    assert g.path_gradient("x") == (2.0, [(["x", "y", "out"], 2.0)])
+
+
+def test_path_gradient_names_the_node_of_a_user_gate_that_raises():
+    g = ComputationalGraph()
+    x = g.input("x")
+
+    class Refuses(Returns):
+        def backward(self, upstream):
+            raise GraphError("no local derivative here")
+
+    g.apply(Refuses(None), x, name="y")
+    g.forward(x=3.0)
+    with pytest.raises(GraphError, match=r"node 'y' \(Refuses\): backward\(1.0\) failed "
+                                         r"while taking its local derivatives: no local"):
+        g.path_gradient("x")
+
+
 # ---------------------------------------------------------------- jvp
 
 def test_jvp_uses_the_last_forward_and_takes_node_keys():
@@ -305,6 +442,33 @@ def test_jacobian_of_unused_leaves_is_zero():
     assert np.array_equal(J["w"], [0.0, 0.0])
 
 
+def test_jacobian_of_unused_leaves_has_the_output_and_leaf_shapes():
+    g = ComputationalGraph()
+    x = g.input("x")
+    g.parameter("w", [1.0, 2.0])
+    g.parameter("s", 3.0)
+    g.mul(x, 2.0, name="out")
+    for feed, out_shape in (({"x": 1.0}, ()), ({"x": np.ones(3)}, (3,))):
+        for mode in ("reverse", "forward"):
+            J = g.jacobian(feed=feed, mode=mode)
+            assert J["w"].shape == out_shape + (2,) and not J["w"].any()
+            assert np.shape(J["s"]) == out_shape and not np.any(J["s"])
+
+
+def test_jacobian_size_is_bounded_before_anything_is_allocated(monkeypatch):
+    g = ComputationalGraph()
+    x = g.input("x")
+    g.mul(x, 2.0, name="y")
+    with pytest.raises(GraphError, match=r"the Jacobian of output 'y' \(10000 elements\) "
+                                         r"with respect to 'x' has 100000000 elements, more "
+                                         r"than the limit 10000000; use backward\(seed\)"):
+        g.jacobian(feed={"x": np.ones(10_000)})
+    monkeypatch.setattr(derivatives, "MAX_JACOBIAN", 9)
+    with pytest.raises(GraphError, match=r"has 16 elements, more than the limit 9"):
+        g.jacobian(feed={"x": np.ones(4)}, mode="forward")
+    assert g.jacobian(feed={"x": np.ones(3)})["x"].shape == (3, 3)
+
+
 def test_jacobian_errors():
     g = circuit()
     with pytest.raises(GraphError, match="unknown jacobian mode 'sideways'"):
@@ -319,6 +483,12 @@ def test_jacobian_errors():
         g.jacobian(["x", "x"])
     with pytest.raises(GraphError, match="input 'z' needs a value"):
         g.jacobian(feed={"x": 1.0, "y": 2.0})
+    with pytest.raises(GraphError, match=r"wrt must be a leaf name, a Node or a list of "
+                                         r"them, got int 5"):
+        g.jacobian(wrt=5, feed=CIRCUIT_AT)
+    with pytest.raises(GraphError, match=r"wrt entry \['x'\] is not a node"):
+        g.jacobian(wrt=[["x"]])
+    assert g.jacobian(wrt=("x",), feed=CIRCUIT_AT)["x"] == -4.0
 
 
 def test_forward_and_reverse_jacobians_agree_on_a_network():
@@ -342,3 +512,29 @@ def test_forward_and_reverse_jacobians_agree_on_a_network():
         assert np.allclose(np.tensordot(seed, rev[name], axes=2), grads[name],
                            rtol=1e-12, atol=1e-14)
 
+
+
+def test_messages_count_in_good_grammar(monkeypatch):
+    g = diamond_example()
+    g.forward(AT)
+    with pytest.raises(GraphError, match=r"^1 path leads from 'a' to the output 'e', more "
+                                         r"than limit=0;"):
+        g.paths("a", limit=0)
+    monkeypatch.setattr(derivatives, "MAX_PATH_NODES", 2)
+    with pytest.raises(GraphError, match=r"^the 1 path from 'a' to the output 'e' holds 3 "):
+        g.paths("a")
+    monkeypatch.undo()
+    monkeypatch.setattr(derivatives, "MAX_JACOBIAN", 0)
+    with pytest.raises(GraphError, match=r"output 'e' \(1 element\) with respect to 'a', 'b' "
+                                         r"has 2 elements"):
+        g.jacobian()
+    monkeypatch.undo()
+    y = g.apply(Returns(5), g["e"], name="y")
+    g.set_output(y)
+    g.forward(AT)
+    with pytest.raises(GraphError, match=r"backward returned an int; expected a list"):
+        g.path_gradient("a")
+    y.gate.result = ((), ())
+    with pytest.raises(GraphError, match=r"backward returned 2 gradients; expected a list or "
+                                         r"tuple of 1 \(one per input\)"):
+        g.path_gradient("a")

@@ -322,3 +322,12 @@ def test_from_dag_validates(attrs, edges, match):
         ComputationalGraph.from_dag(dag)
     with pytest.raises(GraphError, match="needs a networkx.MultiDiGraph"):
         ComputationalGraph.from_dag(nx.DiGraph())
+
+
+def test_assert_gradients_names_an_unknown_option(g):
+    import graphengine as ge
+
+    with pytest.raises(GraphError, match=r"assert_gradients: unknown option 'tol'; the "
+                                         r"options are wrt, eps, rtol, atol"):
+        ge.testing.assert_gradients(g, FEED, tol=1e-3)
+    ge.testing.assert_gradients(g, FEED, rtol=1e-5)      # the known ones still work

@@ -96,8 +96,21 @@ HOSTILE = [
     ("sum(x for x in y)", r"generator expression"),
     ("sum(x, axis=1)", r"keyword argument axis="),
     ("max(*x)", r"starred argument"),
-    ("max(x)", r"max\(\) with 1 arguments \(it takes 2\)"),
-    ("pow(x, y)", r"pow without exactly \(node, number\)"),
+    ("max(x)", r"max\(\) with 1 argument \(it takes 2\)"),
+    ("max(x, y, z)", r"max\(\) with 3 arguments \(it takes 2\)"),
+    ("pow(x, y)", r"pow\(\) at column 1 takes a number as exponent \(pow\(x, 3\)\); for an "
+                  r"exponent that is a formula write x \*\* y$"),
+    ("2 * pow(x, y + 1)", r"pow\(\) at column 5 .* write x \*\* \(y \+ 1\)$"),
+    ("pow(x)", r"pow\(\) at column 1 takes two arguments, a formula and a number: "
+               r"pow\(x, 3\); got 1"),
+    ("\u0445 * x", r"the name '\u0445' at column 1 has the non-ASCII letter '\u0445' "
+                   r"\(CYRILLIC SMALL LETTER HA\); names are ASCII letters"),
+    ("x * y + \u0445", r"the name '\u0445' at column 9"),
+    ("\u03b1 * x", r"GREEK SMALL LETTER ALPHA"),
+    ("sigm\u043eid(x)", r"the name 'sigm\u043eid' at column 1 has the non-ASCII letter "
+                        r"'\u043e' \(CYRILLIC SMALL LETTER O\)"),
+    ("  x +", r"invalid syntax"),
+    ("  x // 2", r"operator '//' at column 3"),
     ("__x__ + 1", r"dunder name '__x__'"),
     ("x // 2", r"operator '//'"),
     ("x @ y", r"operator '@'"),
@@ -134,3 +147,28 @@ def test_hostile_text_is_a_graph_error_with_no_side_effect(text, match, tmp_path
         with pytest.raises(GraphError, match=match):
             ComputationalGraph.from_expression(text)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("text", [" x * y", "x * y ", "\t x * y\n", "\n(x *\n y)\n"])
+def test_surrounding_whitespace_is_allowed(text):
+    g = ComputationalGraph.from_expression(text)
+    assert [n.name for n in g.inputs()] == ["x", "y"] and g.forward(x=2, y=3) == 6.0
+
+
+def test_a_construct_python_warns_about_is_refused_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(GraphError, match=r"conditional expression at column 1"):
+            ComputationalGraph.from_expression("1if x else 2")
+        with pytest.raises(GraphError, match=r"comparison"):
+            ComputationalGraph.from_expression("x is 1")
+    assert caught == []
+
+
+def test_fullwidth_names_are_normalised_as_python_reads_them():
+    # NFKC, as Python's parser: the fullwidth x (U+FF58) is the name x
+    g = ComputationalGraph.from_expression("\uff58 * x + \uff59")
+    assert [n.name for n in g.inputs()] == ["x", "y"]
+    assert g.forward(x=3.0, y=1.0) == 10.0 and g.backward()["x"] == 6.0

@@ -53,11 +53,42 @@ def test_mlp_gradients_pass_gradcheck():
                         wrt=["W1", "b1", "W2", "b2"])
 
 
-@pytest.mark.parametrize("sizes", [[3], [], [3, 0], [3, 2.5], [3, True]])
+@pytest.mark.parametrize("sizes", [[3], [], [3, 0], [3, 2.5], [3, True], None, 5, "34",
+                                   {3: 4}, [3, -1]])
 def test_mlp_rejects_bad_sizes(sizes):
     g = ge.ComputationalGraph()
+    x = g.input("x")
     with pytest.raises(GraphError, match="sizes must list at least two positive integer"):
-        ge.nn.mlp(g, g.input("x"), sizes)
+        ge.nn.mlp(g, x, sizes)
+    assert [n.name for n in g] == ["x"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"activation": []}, r"mlp: unknown activation \[\]; expected one of sigmoid, tanh"),
+    ({"activation": "softplus"}, r"unknown activation 'softplus'"),
+    ({"seed": -1}, r"mlp: seed must be a non-negative integer, got -1"),
+    ({"seed": 1.5}, r"mlp: seed must be a non-negative integer, got 1.5"),
+    ({"seed": "0"}, r"mlp: seed must be a non-negative integer, got '0'"),
+    ({"seed": True}, r"mlp: seed must be a non-negative integer, got True"),
+    ({"sizes": [64, 10_000_000, 10]}, r"mlp: sizes \[64, 10000000, 10\] need 750000010 "
+                                      r"weights and biases, more than the limit 20000000"),
+    ({"x": 3.0}, r"mlp: x must be a Node of the graph g .*got float"),
+    ({"x": ge.ComputationalGraph().input("x")}, r"x must be a Node .*got a node of another"),
+])
+def test_a_failed_mlp_call_adds_nothing(kwargs, match):
+    g = ge.ComputationalGraph()
+    x = g.input("x")
+    args = {"x": x, "sizes": [3, 4, 2], **kwargs}
+    with pytest.raises(GraphError, match=match):
+        ge.nn.mlp(g, **args)
+    assert [n.name for n in g] == ["x"]
+    out = ge.nn.mlp(g, x, [3, 4, 2])           # the graph is as good as new
+    assert g.forward(x=np.ones((1, 3))).shape == (1, 2) and g.output is out
+
+
+def test_mlp_refuses_a_graph_that_is_not_one():
+    with pytest.raises(GraphError, match=r"mlp: g must be a ComputationalGraph, got NoneType"):
+        ge.nn.mlp(None, None, [2, 2])
 
 
 def test_mlp_rejects_unknown_activation_and_duplicate_parameters():
@@ -68,3 +99,8 @@ def test_mlp_rejects_unknown_activation_and_duplicate_parameters():
     ge.nn.mlp(g, x, [2, 2])
     with pytest.raises(GraphError, match="duplicate name 'W1'"):
         ge.nn.mlp(g, x, [2, 2])
+    before = [n.name for n in g]
+    with pytest.raises(GraphError, match=r"mlp: duplicate name 'W1': the graph already has "
+                                         r"nodes named 'W1', 'b1'"):
+        ge.nn.mlp(g, g["add_4"], [2, 3, 2])     # W2 and b2 are free, W1 and b1 are not
+    assert [n.name for n in g] == before

@@ -137,5 +137,68 @@ def test_update_needs_one_gradient_per_parameter():
     a = g.parameter("a", 1.0)
     a * a
     for opt in (ge.optim.SGD([a], lr=0.1), ge.optim.Adam([a])):
-        with pytest.raises(GraphError, match=r"update: expected 1 gradients .*, got 2"):
+        with pytest.raises(GraphError, match=r"update: expected 1 gradient \(one per "
+                                             r"parameter\), got 2"):
             opt.update([1.0, 2.0])
+
+
+@pytest.mark.parametrize("params, match", [
+    (None, r"SGD needs a list of parameter nodes \(pass g.parameters\(\)\), got NoneType"),
+    (5, r"SGD needs a list of parameter nodes .*got int"),
+    ("w", r"SGD: 'str' is not a parameter node"),
+])
+def test_optimizer_needs_a_list_of_parameters(params, match):
+    with pytest.raises(GraphError, match=match):
+        ge.optim.SGD(params, lr=0.1)
+
+
+def test_optimizer_refuses_a_single_node_or_one_listed_twice():
+    g, _, _ = quadratic(np.zeros(2), 0.0)
+    with pytest.raises(GraphError, match=r"SGD needs a list of parameters, got the single "
+                                         r"node 'w'; write \[w\]"):
+        ge.optim.SGD(g["w"], lr=0.1)
+    with pytest.raises(GraphError, match=r"Adam: parameter 'w' is listed twice"):
+        ge.optim.Adam([g["w"], g["w"]])
+
+
+@pytest.mark.parametrize("grads, match", [
+    (None, r"(SGD|Adam).update: expected a list of gradients \(one per parameter\), got NoneType"),
+    (np.zeros(2), r"expected a list of gradients .*got ndarray"),
+    ([np.zeros(3), 0.0], r"the gradient of parameter 'w' has shape \(3,\), expected the "
+                         r"parameter's shape \(2,\)"),
+    ([np.zeros((2, 1)), 0.0], r"parameter 'w' has shape \(2, 1\)"),
+    ([np.zeros(2), np.zeros(1)], r"parameter 'b' has shape \(1,\), expected the "
+                                 r"parameter's shape \(\)"),
+    ([np.zeros(2), "0.1"], r"the gradient of parameter 'b' is a str; expected a number"),
+    ([np.array(["a", "b"]), 0.0], r"parameter 'w' is a numpy array of dtype <U1; expected"),
+    ([np.zeros(2), None], r"the gradient of parameter 'b' is a NoneType"),
+])
+def test_update_checks_every_gradient_before_changing_anything(grads, match):
+    g, _, _ = quadratic(np.array([1.0, 2.0]), 0.5)
+    for opt in (ge.optim.SGD(g.parameters(), lr=0.1, momentum=0.9),
+                ge.optim.Adam(g.parameters())):
+        with pytest.raises(GraphError, match=match):
+            opt.update(grads)
+        assert g["w"].value.tolist() == [1.0, 2.0] and g["b"].value == 0.5
+        opt.update([np.ones(2), 1.0])             # the optimizer still works
+        assert g["w"].value[0] < 1.0 and g["b"].value < 0.5
+        g["w"].value, g["b"].value = [1.0, 2.0], 0.5
+
+
+def test_a_step_on_a_read_only_parameter_array_is_refused():
+    g, _, _ = quadratic(np.zeros(2), 0.0)
+    frozen = np.array([1.0, 2.0])
+    frozen.flags.writeable = False
+    g["w"].value = frozen
+    opt = ge.optim.SGD(g.parameters(), lr=0.1)
+    g.forward()
+    g.backward()
+    with pytest.raises(GraphError, match=r"parameter 'w' holds a read-only array, which a "
+                                         r"step updates in place"):
+        opt.step()
+    assert g["b"].value == 0.0                 # nothing moved
+    g["w"].value = np.array([1.0, 2.0])
+    g.forward()
+    g.backward()
+    opt.step()
+    assert g["b"].value != 0.0

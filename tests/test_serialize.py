@@ -199,13 +199,42 @@ HOSTILE = [
      r"not a rectangular array"),
     (doc([{"name": "w", "kind": "parameter",
            "value": {"dtype": "float64", "shape": [-1], "data": []}}]),
-     r"shape must be a list of non-negative ints"),
+     r"shape must be a list of at most 32 non-negative ints"),
     (doc([{"name": "w", "kind": "parameter",
            "value": {"dtype": "float64", "shape": [10**6, 10**6], "data": []}}]),
      r"more than 10000000 elements \(at node 'w'\)"),
     (doc([{"name": "w", "kind": "parameter", "value": {"dtype": "float64", "shape": [1],
                                                       "data": [1], "pickle": "x"}}]),
      r"needs exactly the keys dtype, shape, data"),
+    (doc([{"name": "x", "kind": []}]), r"node 'x': unknown kind \[\]"),
+    (doc([{"name": "x", "kind": {}}]), r"node 'x': unknown kind \{\}"),
+    (doc([{"name": ["x"], "kind": "input"}]), r"nodes\[0\]: 'name' must be a string"),
+    (doc([X], output=[]), r"'output' must be null or the name of a node, got \[\]"),
+    (doc([X], output={"a": 1}), r"'output' must be null or the name of a node"),
+    (doc([X, {"name": "s", "kind": "gate", "op": ["add"], "inputs": ["x"]}]),
+     r"node 's': unknown gate type \['add'\]"),
+    ('{"format": "graphengine", "version": 1, "nodes": [{"name": "w", "kind": "parameter", '
+     '"value": 1' + "0" * 5000 + '}]}', r"an integer of 5001 digits; .* at most 1000"),
+    ('{"format": "graphengine", "version": 1' + "0" * 4400 + '}',
+     r"an integer of 4401 digits"),
+    (doc([{"name": "w", "kind": "parameter", "value": 10 ** 400}]),
+     r"node 'w': value 10000.* \(401 digits\) is too large for a float"),
+    (doc([X, {"name": "p", "kind": "gate", "op": "pow", "config": {"p": 10 ** 400},
+              "inputs": ["x"]}]), r"node 'p': config 'p' must be a number \(integers within"),
+    (doc([X, {"name": "s", "kind": "gate", "op": "sum", "config": {"axis": [2 ** 70]},
+              "inputs": ["x"]}]), r"node 's': config 'axis' must be a number"),
+    (doc([{"name": "w", "kind": "parameter",
+           "value": {"dtype": "float64", "shape": [1], "data": [10 ** 400]}}]),
+     r"node 'w': data must be numbers of shape \[1\], got object"),
+    (doc([{"name": "w", "kind": "parameter",
+           "value": {"dtype": "float32", "shape": [1], "data": [1e300]}}]),
+     r"node 'w': data holds a number too large for float32"),
+    (doc([{"name": "w", "kind": "parameter",
+           "value": {"dtype": ["float64"], "shape": [1], "data": [1]}}]),
+     r"node 'w': dtype \['float64'\] is not one of"),
+    (doc([{"name": "w", "kind": "parameter",
+           "value": {"dtype": "float64", "shape": [1] * 33, "data": 1}}]),
+     r"shape must be a list of at most 32"),
     (b'{"format": "graphengine"}', r"decode the bytes first"),
     (None, r"from_json needs a str, got NoneType"),
 ]
@@ -233,3 +262,104 @@ def test_size_limits(monkeypatch):
 def test_ten_megabytes_of_junk_is_refused_quickly():
     with pytest.raises(GraphError, match=r"not valid JSON"):
         ComputationalGraph.from_json("x" * 10_000_000)
+
+
+class Named(G.Gate):
+    """A registered gate whose config holds whatever the test gives it."""
+
+    op = "test_named"
+    arity = 1
+
+    def __init__(self, tag="a"):
+        self.tag = tag
+
+    def config(self):
+        return {"tag": self.tag}
+
+    def forward(self, x):
+        return x
+
+    def backward(self, upstream):
+        return (upstream,)
+
+
+def test_to_json_refuses_what_from_json_would_refuse_and_gives_the_size(monkeypatch):
+    g = ComputationalGraph()
+    x = g.input("n" * 201)
+    g.neg(x, name="y")
+    with pytest.raises(GraphError, match=r"cannot save node 'nnn.*: its name has 201 "
+                                         r"characters, more than the limit 200"):
+        g.to_json()
+    g = ComputationalGraph()
+    g.neg(g.parameter("W", np.zeros((3, 4))), name="y")
+    g.constant(np.zeros(5), name="c")
+    monkeypatch.setattr(serialize, "MAX_ELEMENTS", 16)
+    with pytest.raises(GraphError, match=r"arrays hold 17 elements or more \(reached at "
+                                         r"node 'c'\), more than the limit 16"):
+        g.to_json()
+    monkeypatch.setattr(serialize, "MAX_ELEMENTS", 17)
+    ComputationalGraph.from_json(g.to_json())
+    monkeypatch.setattr(serialize, "MAX_NODES", 2)
+    with pytest.raises(GraphError, match=r"it has 3 nodes, more than the limit 2"):
+        g.to_json()
+    monkeypatch.setattr(serialize, "MAX_NODES", 3)
+    monkeypatch.setattr(serialize, "MAX_CHARS", 100)
+    with pytest.raises(GraphError, match=r"its JSON text has \d+ characters, more than the "
+                                         r"limit 100"):
+        g.to_json()
+    monkeypatch.setitem(G.GATES, "test_named", Named)
+    h = ComputationalGraph()
+    h.apply(Named("t" * 201), h.input("x"), name="y")
+    with pytest.raises(GraphError, match=r"node 'y': cannot save config 'tag' of gate "
+                                         r"'test_named'"):
+        h.to_json()
+    h["y"].gate.tag = "short"
+    monkeypatch.setattr(serialize, "MAX_CHARS", 10_000)
+    assert ComputationalGraph.from_json(h.to_json())["y"].gate.tag == "short"
+    assert g.forward().shape == (3, 4) and h.forward(x=2.0) == 2.0      # still usable
+
+
+def test_a_registered_gate_that_raises_anything_on_its_config_is_a_graph_error(monkeypatch):
+    class Fussy(Named):
+        op = "test_fussy"
+
+        def __init__(self, tag="a"):
+            raise ZeroDivisionError("no")
+
+    monkeypatch.setitem(G.GATES, "test_fussy", Fussy)
+    text = doc([X, {"name": "f", "kind": "gate", "op": "test_fussy", "inputs": ["x"]}])
+    with pytest.raises(GraphError, match=r"node 'f': gate 'test_fussy' rejects its config"):
+        ComputationalGraph.from_json(text)
+
+
+def test_nodes_out_of_order_load_in_topological_order_with_document_ties():
+    text = doc([{"name": "s", "kind": "gate", "op": "add", "inputs": ["b", "a"]},
+                {"name": "a", "kind": "input"}, {"name": "n", "kind": "gate", "op": "neg",
+                                                 "inputs": ["a"]},
+                {"name": "b", "kind": "input"}], output="s")
+    g = ComputationalGraph.from_json(text)
+    assert list(g.dag) == ["a", "n", "b", "s"]
+    assert g.forward(a=1.0, b=2.0) == 3.0
+
+
+def chain_text(n):
+    g = ComputationalGraph()
+    h = g.input("x")
+    for k in range(n - 1):
+        h = g.op(("sum", "sigmoid", "neg")[k % 3], h) if k % 3 else g.sum(h, axis=None)
+    return g.to_json()
+
+
+@pytest.mark.slow
+def test_loading_is_linear_up_to_the_node_limit():
+    import time
+
+    small, big = chain_text(10_000), chain_text(serialize.MAX_NODES)
+    times = []
+    for text in (small, small, big):
+        start = time.perf_counter()
+        g = ComputationalGraph.from_json(text)
+        times.append(time.perf_counter() - start)
+    assert len(g) == serialize.MAX_NODES
+    # 10x the nodes: about 10x the time (the first small load warms the caches up)
+    assert times[2] < 25 * min(times[:2]), times

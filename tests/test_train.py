@@ -1,4 +1,5 @@
 import io
+import os
 import sys
 
 import numpy as np
@@ -75,6 +76,13 @@ def test_compiled_step_errors():
     other = ge.ComputationalGraph()
     with pytest.raises(GraphError, match="belongs to another graph"):
         ge.train.compile_step(other, ge.optim.SGD([w], lr=0.1))
+    with pytest.raises(GraphError, match=r"compile_step: optimizer must be an Optimizer such "
+                                         r"as ge.optim.SGD\(g.parameters\(\), lr=0.1\), got int"):
+        ge.train.compile_step(g, 5)
+    with pytest.raises(GraphError, match=r"compile_step: g must be a ComputationalGraph, got "
+                                         r"list"):
+        ge.train.compile_step([w], ge.optim.SGD([w], lr=0.1))
+    assert g.forward(x=1.0).shape == (3,)          # the graph is untouched
 
 
 def test_fit_history_is_seeded_and_learns(digits):
@@ -131,14 +139,45 @@ def test_fit_logs_one_line_per_epoch_and_shows_a_bar_only_on_a_terminal(digits, 
     ({"batch_size": 2.5}, "batch_size must be a positive integer"),
     ({"validation": (np.zeros((2, 64)),)}, "validation must be a pair"),
     ({"validation": (np.zeros((2, 64)), np.zeros(3))}, "validation: expected X and y with"),
+    ({"optimizer": None}, r"fit: optimizer must be an Optimizer .*got NoneType"),
+    ({"log": 5}, r"fit: log must be a function of one line of text \(such as print\) or "
+                 r"None, got int"),
+    ({"seed": -1}, r"fit: seed must be a non-negative integer, got -1"),
+    ({"seed": 0.5}, r"fit: seed must be a non-negative integer, got 0.5"),
+    ({"X": "pixels"}, r"fit: X is text; expected an array of numbers"),
+    ({"X": [[1.0, 2.0], [3.0]]}, r"fit: X must be an array of numbers, got a ragged array"),
+    ({"X": np.array([["a"] * 64] * 10)}, r"fit: X must be an array of numbers, got an array "
+                                         r"of dtype <U1"),
+    ({"y": np.array(["1"] * 10)}, r"fit: y must be an array of numbers \(labels are class "
+                                  r"indices, 0 to classes - 1\), got an array of dtype <U1"),
+    ({"y": [None] * 10}, r"fit: y must be an array of numbers .*got a ragged array"),
+    ({"validation": (np.zeros((2, 64)), ["a", "b"])}, r"fit: validation: y must be an array"),
 ])
 def test_fit_rejects_bad_arguments(kwargs, match, digits):
     X, y = digits
     g = classifier()
+    before = {p.name: p.value.copy() for p in g.parameters()}
+    args = {"optimizer": ge.optim.SGD(g.parameters(), lr=0.1), "X": X[:10], "y": y[:10],
+            **kwargs}
     with pytest.raises(GraphError, match=match):
-        ge.train.fit(g, ge.optim.SGD(g.parameters(), lr=0.1), X[:10], y[:10], **kwargs)
+        ge.train.fit(g, **args)
+    assert all(np.array_equal(p.value, before[p.name]) for p in g.parameters())
     with pytest.raises(GraphError, match="fit: expected X and y with the same number"):
         ge.train.fit(g, ge.optim.SGD(g.parameters(), lr=0.1), X[:10], y[:9])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"seed": -1}, r"train_digits: seed must be a non-negative integer, got -1"),
+    ({"seed": "0"}, r"train_digits: seed must be a non-negative integer, got '0'"),
+    ({"hidden": 10_000_000}, r"mlp: sizes \[64, 10000000, 10\] need 750000010 weights and "
+                             r"biases, more than the limit 20000000"),
+    ({"hidden": 2.5}, r"train_digits: hidden must be a positive integer, got 2.5"),
+    ({"test_fraction": "0.2"}, r"test_fraction must be a number in \(0, 1\), got '0.2'"),
+    ({"epochs": 0}, r"fit: epochs must be a positive integer, got 0"),
+])
+def test_train_digits_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(GraphError, match=match):
+        ge.train.train_digits(quiet=True, **kwargs)
 
 
 def test_default_training_reaches_95_percent_held_out():
@@ -167,11 +206,44 @@ def test_cli_train_prints_the_losses_and_the_held_out_accuracy(capsys, tmp_path)
     (["--hidden", "0"], "--hidden must be a positive integer, got 0"),
     (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
     (["--lr", "inf"], "--lr must be a positive number, got inf"),
+    (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    (["--hidden", "10000000"], "--hidden 10000000: the network would have 750000010 weights "
+                               "and biases, more than the limit 20000000"),
+    (["--plot", ""], "--plot: the file name is empty"),
+    (["--plot", "loss"], "--plot loss: the file name needs an extension that names its "
+                         "format, such as loss.png (one of .avif, .eps"),
+    (["--plot", "loss.txt"], "--plot loss.txt: matplotlib cannot save .txt files"),
+    (["--plot", "."], "--plot .: is a directory; name a file in it, such as ./out.png"),
+    (["--plot", "no/such/dir/loss.png"], "--plot no/such/dir/loss.png: the directory "),
 ])
-def test_cli_train_rejects_bad_values_in_one_line(argv, message, capsys):
+def test_cli_train_rejects_bad_values_in_one_line(argv, message, capsys, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["train", *argv]) == 2
-    err = capsys.readouterr().err
-    assert err == f"graphengine train: error: {message}\n"
+    out, err = capsys.readouterr()
+    assert out == ""                                   # refused before training
+    assert err.startswith(f"graphengine train: error: {message}") and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_train_reports_a_run_that_diverged(capsys):
+    assert main(["train", "--lr", "1e308", "--epochs", "1", "--hidden", "4", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "loss nan" in out and "after 1 epoch in" in out
+    assert out.startswith("training a 64-4-10 sigmoid MLP on the digits: 1 epoch, SGD")
+    assert err == ("graphengine train: warning: the training diverged: the loss became nan "
+                   "in epoch 1 (try a smaller --lr than 1e+308)\n")
+
+
+def test_cli_train_plot_on_a_full_disk_is_one_line_and_exit_2(capsys, tmp_path):
+    full = tmp_path / "loss.pdf"
+    full.symlink_to("/dev/full")
+    assert main(["train", "--epochs", "1", "--hidden", "4", "--quiet",
+                 "--plot", str(full)]) == 2
+    out, err = capsys.readouterr()
+    assert "loss curve saved" not in out
+    assert err == (f"graphengine train: error: --plot {full}: cannot write the file (No space "
+                   "left on device)\n")
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "abc"], ["--lr", "fast"], ["--epochs"]])
@@ -194,3 +266,32 @@ def test_compiled_step_sums_a_node_used_twice_and_names_a_failing_gate():
     step = ge.train.compile_step(h, ge.optim.SGD(h.parameters(), lr=0.1))
     with pytest.raises(GraphError, match=r"node 'loss' \(CE\) failed in forward .*labels must"):
         step({"x": np.zeros((2, 64)), "y": np.array([0, 10])})
+
+
+def test_compile_step_takes_a_users_own_optimizer():
+    class Halving:                      # not an optim.Optimizer, but has what one has
+        def __init__(self, params):
+            self.params = params
+
+        def update(self, grads):
+            for p, grad in zip(self.params, grads, strict=True):
+                p.value = p.value - 0.5 * grad
+
+    g = ge.ComputationalGraph()
+    w = g.parameter("w", 3.0)
+    w * w
+    step = ge.train.compile_step(g, Halving([w]))
+    assert step({}) == 9.0 and w.value == 0.0
+    with pytest.raises(GraphError, match=r"optimizer must be an Optimizer .*got Halving"):
+        ge.train.compile_step(g, Halving(w))
+
+
+def test_cli_train_plot_without_matplotlib_is_a_one_line_hint_before_training(capsys,
+                                                                            monkeypatch):
+    for name in ("matplotlib", "matplotlib.backend_bases", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["train", "--plot", "loss.png"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("graphengine train: error: --plot needs matplotlib: pip install "
+                   "'graphengine[draw]'\n")
