@@ -16,7 +16,8 @@ from .errors import GraphError
 from .gates import zeros_like
 from .plan import as_value
 
-__all__ = ["jvp", "jacobian", "paths", "path_gradient", "count_paths"]
+__all__ = ["jvp", "jacobian", "paths", "path_gradient", "path_terms", "count_paths",
+           "path_counts"]
 
 MODES = ("reverse", "forward")
 
@@ -250,17 +251,36 @@ def _refuse_many(g, node, plan, limit):
 def _walk(plan, start, weights=None):
     succ = _consumers(plan)
     found = []
-    # each entry: (slot, path of slots so far, product of local derivatives so far)
-    stack = [(start, [start], 1.0)]
+    # each entry: (slot, path of slots so far, input position taken into each gate,
+    # local derivative of each edge so far)
+    stack = [(start, [start], [], [])]
     while stack:
-        slot, path, product = stack.pop()
+        slot, path, ks, factors = stack.pop()
         if slot == plan.out:
-            found.append((path, product))
+            found.append((path, ks, factors))
             continue
         for out, k in reversed(succ[slot]):
             w = weights[out][k] if weights is not None else 1.0
-            stack.append((out, path + [out], product * w))
+            stack.append((out, path + [out], ks + [k], factors + [w]))
     return found
+
+
+def path_counts(g) -> dict:
+    """Every node's number of paths to the output, in one reverse pass over the plan
+    (never by listing them); nodes the output does not depend on are left out.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph(); x = g.input("x"); y = x * x + x
+    >>> path_counts(g)["x"]
+    3
+    """
+    plan = g.plan()
+    count = [0] * len(plan.names)
+    count[plan.out] = 1
+    for _, ins, out in reversed(plan.gates):
+        for i in ins:
+            count[i] += count[out]
+    return dict(zip(plan.names, count, strict=True))
 
 
 def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
@@ -282,7 +302,7 @@ def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
     plan = g.plan()
     if not _refuse_many(g, node, plan, limit):
         return []
-    return [[plan.names[s] for s in path] for path, _ in _walk(plan, plan.slot[node.name])]
+    return [[plan.names[s] for s in path] for path, _, _ in _walk(plan, plan.slot[node.name])]
 
 
 def _local_partials(plan, vals, needed):
@@ -339,10 +359,34 @@ def path_gradient(g, source, limit: int = 10_000):
     >>> terms
     [(['b', 'c', 'e'], 2.0), (['b', 'd', 'e'], 3.0)]
     """
+    terms = [(path, _product(factors)) for path, _, factors in path_terms(g, source, limit)]
+    return math.fsum(p for _, p in terms), terms
+
+
+def _product(factors) -> float:
+    product = 1.0
+    for w in factors:
+        product *= w
+    return product
+
+
+def path_terms(g, source, limit: int = 10_000) -> list:
+    """The paths from ``source`` to the output with their local derivatives: a list
+    of ``(path, slots, factors)``, ``path`` the node names, ``slots[k]`` the input
+    position by which the path enters ``path[k + 1]``, ``factors[k]`` that edge's local
+    derivative. Scalar graphs only; more than ``limit`` paths is a GraphError.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph(); x = g.input("x"); y = g.mul(x, x, name="y")
+    >>> g.forward(x=3.0)
+    9.0
+    >>> path_terms(g, "x")
+    [(['x', 'y'], [0], [3.0]), (['x', 'y'], [1], [3.0])]
+    """
     node = g._node(source, "path source")
     plan, vals = _forwarded(g, None, "path_gradient")
     if not _refuse_many(g, node, plan, limit):
-        return 0.0, []
+        return []
     start = plan.slot[node.name]
     # the nodes on some path from the source: only their gates need local derivatives
     needed = [False] * len(plan.names)
@@ -351,6 +395,5 @@ def path_gradient(g, source, limit: int = 10_000):
         if any(needed[i] for i in ins):
             needed[out] = True
     weights = _local_partials(plan, vals, needed)
-    terms = [([plan.names[s] for s in path], product)
-             for path, product in _walk(plan, start, weights)]
-    return math.fsum(p for _, p in terms), terms
+    return [([plan.names[s] for s in path], ks, factors)
+            for path, ks, factors in _walk(plan, start, weights)]

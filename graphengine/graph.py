@@ -564,6 +564,31 @@ class ComputationalGraph:
         from .derivatives import path_gradient
         return path_gradient(self, source, limit)
 
+    def explain(self, source=None):
+        """Every node's value and gradient, and each leaf's gradient as a sum over
+        paths with the local derivatives along each (see ``graphengine.explain``);
+        ``str()`` of it is the text ``graphengine explain`` prints.
+
+        >>> g = ComputationalGraph(); x = g.input("x"); y = g.mul(x, x, name="y")
+        >>> g.forward(x=3.0)
+        9.0
+        >>> print(g.explain())
+        node  computes  value  dy/dnode
+        x     input     3      6
+        y     x * x     9      1
+        <BLANKLINE>
+        y = 9. Each gradient below is the sum over the paths to y
+        of the product of the local derivatives along the path:
+        <BLANKLINE>
+        dy/dx = 6  (sum over 2 paths)
+          x -[0]-> y: 3
+          x -[1]-> y: 3
+        <BLANKLINE>
+        -[k]-> : the path enters the gate as its input k (a gate that reads one node twice).
+        """
+        from .explain import explain
+        return explain(self, source)
+
     # ------------------------------------------------------------ pictures and files
 
     def draw(self, ax=None, **options):
