@@ -150,17 +150,22 @@ def cmd_train(args) -> int:
     from .train import train_digits
 
     _check_train_args(args)
-    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: {args.epochs} epochs, "
+    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: "
+          f"{_count(args.epochs, 'epoch')}, "
           f"SGD lr {args.lr:g} momentum 0.9, batch {args.batch_size}, seed {args.seed}")
     history, _ = train_digits(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                               hidden=args.hidden, seed=args.seed, quiet=args.quiet,
                               log=print)
     print(f"held-out accuracy {history.val_accuracy[-1]:.4f} "
-          f"after {len(history.loss)} epochs in {history.seconds:.1f} s")
+          f"after {_count(len(history.loss), 'epoch')} in {history.seconds:.1f} s")
     if args.plot is not None:
         _plot_history(history, args.plot)
         print(f"loss curve saved to {args.plot}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------- entry point

@@ -295,8 +295,9 @@ class ComputationalGraph:
         elif not isinstance(name, str) or not name:
             raise GraphError(f"a node name must be a non-empty string, got {name!r}")
         elif name in self._nodes:
-            raise GraphError(f"duplicate name {name!r}: the graph already has a "
-                             f"{self._nodes[name].kind} of that name")
+            kind = self._nodes[name].kind
+            raise GraphError(f"duplicate name {name!r}: the graph already has "
+                             f"{'an' if kind == 'input' else 'a'} {kind} of that name")
         attrs = {"kind": kind, "gate": gate}
         if kind in ("parameter", "constant"):
             attrs["value"] = value
