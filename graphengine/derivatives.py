@@ -17,7 +17,7 @@ from .gates import zeros_like
 from .plan import as_value
 
 __all__ = ["jvp", "jacobian", "paths", "path_gradient", "path_terms", "count_paths",
-           "path_counts"]
+           "path_counts", "longest_paths"]
 
 MODES = ("reverse", "forward")
 
@@ -249,19 +249,34 @@ def _refuse_many(g, node, plan, limit):
 
 
 def _walk(plan, start, weights=None):
+    # depth first with one shared path, copied at each arrival: time in proportion to
+    # what it returns (a long chain is not copied once per step)
+    if start == plan.out:
+        return [([start], [], [])]
     succ = _consumers(plan)
     found = []
-    # each entry: (slot, path of slots so far, input position taken into each gate,
-    # local derivative of each edge so far)
-    stack = [(start, [start], [], [])]
-    while stack:
-        slot, path, ks, factors = stack.pop()
-        if slot == plan.out:
-            found.append((path, ks, factors))
+    path, ks, factors = [start], [], []     # node slots, input positions, local derivatives
+    todo = [iter(succ[start])]
+    while todo:
+        step = next(todo[-1], None)
+        if step is None:                    # every way on from path[-1] is done
+            todo.pop()
+            path.pop()
+            if ks:
+                ks.pop()
+                factors.pop()
             continue
-        for out, k in reversed(succ[slot]):
-            w = weights[out][k] if weights is not None else 1.0
-            stack.append((out, path + [out], ks + [k], factors + [w]))
+        out, k = step
+        path.append(out)
+        ks.append(k)
+        factors.append(weights[out][k] if weights is not None else 1.0)
+        if out == plan.out:
+            found.append((path[:], ks[:], factors[:]))
+            path.pop()
+            ks.pop()
+            factors.pop()
+        else:
+            todo.append(iter(succ[out]))
     return found
 
 
@@ -281,6 +296,24 @@ def path_counts(g) -> dict:
         for i in ins:
             count[i] += count[out]
     return dict(zip(plan.names, count, strict=True))
+
+
+def longest_paths(g) -> dict:
+    """Every node's longest path to the output, in edges, in one reverse pass over the
+    plan; nodes the output does not depend on are left out.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph(); x = g.input("x"); y = x.exp().exp() + x
+    >>> longest_paths(g)["x"]
+    3
+    """
+    plan = g.plan()
+    longest = [-1] * len(plan.names)
+    longest[plan.out] = 0
+    for _, ins, out in reversed(plan.gates):
+        for i in ins:
+            longest[i] = max(longest[i], longest[out] + 1)
+    return dict(zip(plan.names, longest, strict=True))
 
 
 def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:

@@ -4,9 +4,9 @@ along it and their product.
 
 ``g.explain()`` returns an :class:`Explanation`: ``str()`` of it is the text, and
 Jupyter shows it as HTML tables. Everything is bounded: at most ``NODES_SHOWN`` rows,
-paths for at most ``SOURCES_SHOWN`` leaves and at most ``PATHS_SHOWN`` paths per leaf
-(beyond that, their number); paths are listed for scalar graphs only (elsewhere the
-table still gives every gradient).
+paths for at most ``SOURCES_SHOWN`` leaves, at most ``PATHS_SHOWN`` paths per leaf and
+none longer than ``EDGES_SHOWN`` edges (beyond that, their number and length). Paths
+are listed for scalar graphs only (elsewhere the table still gives every gradient).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .derivatives import path_counts, path_terms
+from .derivatives import longest_paths, path_counts, path_terms
 from .errors import GraphError
 
 __all__ = ["Explanation", "explain"]
@@ -24,6 +24,7 @@ __all__ = ["Explanation", "explain"]
 NODES_SHOWN = 200       # rows of the node table
 SOURCES_SHOWN = 20      # leaves whose paths are listed
 PATHS_SHOWN = 64        # paths listed per leaf
+EDGES_SHOWN = 24        # ... when none is longer than this
 EXPR_WIDTH = 28         # a gate's formula inlines unnamed gates up to this length
 ELEMENTS_SHOWN = 9      # arrays up to this size show their numbers
 
@@ -296,7 +297,7 @@ def explain(g, source=None) -> Explanation:
         notes.append(f"Paths are listed for scalar graphs only (node {array.name!r} has "
                      f"shape {np.shape(array.value)}); the table gives every gradient.")
     else:
-        counts = path_counts(g)
+        counts, longest = path_counts(g), longest_paths(g)
         for k, node in enumerate(sources):
             count = counts.get(node.name, 0)
             sec = {"name": node.name, "grad": fmt(node.grad), "count": count, "paths": []}
@@ -308,6 +309,10 @@ def explain(g, source=None) -> Explanation:
             if count > PATHS_SHOWN:
                 sec["count_text"] = (f"{count} paths, more than the {PATHS_SHOWN} explain "
                                      "lists; backward sums them in one pass")
+                continue
+            if longest[node.name] > EDGES_SHOWN:
+                sec["count_text"] += (f", up to {longest[node.name]} edges long, longer than "
+                                      f"the {EDGES_SHOWN} explain lists")
                 continue
             if k >= SOURCES_SHOWN:
                 sec["count_text"] += f"; paths listed for the first {SOURCES_SHOWN} leaves, " \

@@ -190,3 +190,16 @@ def test_mistakes():
     with pytest.raises(GraphError, match="explain's source 'nope' is not a node"):
         g.explain(source="nope")
     assert "de/dx = 1  (1 path)" in str(g.explain())
+
+
+def test_long_paths_are_counted_not_listed():
+    g = ge.ComputationalGraph()
+    x = g.input("x")
+    h = x
+    for _ in range(30):
+        h = h.tanh()
+    g.forward(x=0.1)
+    text = str(g.explain())
+    assert text.endswith(f"(1 path, up to 30 edges long, longer than the "
+                         f"{explain.EDGES_SHOWN} explain lists)")
+    assert "x -> " not in text
