@@ -22,13 +22,14 @@ __all__ = ["jvp", "jacobian", "paths", "path_gradient", "path_terms", "count_pat
 MODES = ("reverse", "forward")
 
 
-def _forwarded(g, feed, what):
+def _forwarded(g, feed, what, takes_feed=True):
     if feed is not None:
         g.forward(feed)
     plan = g.plan()
     vals = g.run.values_for(plan)
     if vals is None:
-        raise GraphError(f"{what} needs a forward first: pass feed=... or call forward() "
+        how = "pass feed=... or call forward()" if takes_feed else "call forward()"
+        raise GraphError(f"{what} needs a forward first: {how} "
                          f"(output {plan.names[plan.out]!r})")
     return plan, vals
 
@@ -417,7 +418,7 @@ def path_terms(g, source, limit: int = 10_000) -> list:
     [(['x', 'y'], [0], [3.0]), (['x', 'y'], [1], [3.0])]
     """
     node = g._node(source, "path source")
-    plan, vals = _forwarded(g, None, "path_gradient")
+    plan, vals = _forwarded(g, None, "path_gradient", takes_feed=False)
     if not _refuse_many(g, node, plan, limit):
         return []
     start = plan.slot[node.name]
