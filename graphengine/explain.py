@@ -48,15 +48,13 @@ def fmt(v) -> str:
     a = np.asarray(v)
     if a.ndim == 0:
         return fmt(float(a))
-    if a.size <= ELEMENTS_SHOWN:
-        def rows(x):
-            if x.ndim == 1:
-                return "[" + ", ".join(fmt(float(e)) for e in x) + "]"
-            return "[" + ", ".join(rows(r) for r in x) + "]"
-        return rows(a)
     shape = "x".join(str(n) for n in a.shape)
     if a.size == 0:
         return f"shape {shape}"
+    if a.size <= ELEMENTS_SHOWN:
+        text = np.array2string(a, separator=", ", max_line_width=10**6,
+                               formatter={"all": lambda e: fmt(float(e))})
+        return " ".join(text.split())           # one line: rows joined by ", "
     return f"shape {shape}, {fmt(np.min(a))} .. {fmt(np.max(a))}"
 
 
