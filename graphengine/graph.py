@@ -136,23 +136,53 @@ class Node:
     # ------------------------------------------------------------ gates as methods
 
     def relu(self, name=None) -> Node:
-        """max(x, 0) as a new gate node: ``x.relu()`` is ``g.relu(x)``."""
+        """max(x, 0) as a new gate node: ``x.relu()`` is ``g.relu(x)``.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); r = g.input("x").relu()
+        >>> g.forward(x=[-1.0, 2.0])
+        array([0., 2.])
+        """
         return self.graph.relu(self, name=name)
 
     def sigmoid(self, name=None) -> Node:
-        """1 / (1 + e^-x) as a new gate node."""
+        """1 / (1 + e^-x) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); s = g.input("x").sigmoid()
+        >>> g.forward(x=0.0), g.backward()["x"]
+        (0.5, 0.25)
+        """
         return self.graph.sigmoid(self, name=name)
 
     def tanh(self, name=None) -> Node:
-        """tanh(x) as a new gate node."""
+        """tanh(x) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); t = g.input("x").tanh()
+        >>> g.forward(x=0.0), g.backward()["x"]
+        (0.0, 1.0)
+        """
         return self.graph.tanh(self, name=name)
 
     def exp(self, name=None) -> Node:
-        """e ** x as a new gate node."""
+        """e ** x as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); e = g.input("x").exp()
+        >>> g.forward(x=0.0), g.backward()["x"]
+        (1.0, 1.0)
+        """
         return self.graph.exp(self, name=name)
 
     def log(self, name=None) -> Node:
-        """The natural logarithm as a new gate node."""
+        """The natural logarithm as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); lg = g.input("x").log()
+        >>> g.forward(x=1.0), g.backward()["x"]
+        (0.0, 1.0)
+        """
         return self.graph.log(self, name=name)
 
     def sum(self, axis=None, name=None) -> Node:
@@ -166,7 +196,13 @@ class Node:
         return self.graph.sum(self, axis=axis, name=name)
 
     def mean(self, axis=None, name=None) -> Node:
-        """The mean over ``axis`` (every element when None) as a new gate node."""
+        """The mean over ``axis`` (every element when None) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); m = g.input("x").mean(axis=1)
+        >>> g.forward(x=[[1, 2], [3, 5]])
+        array([1.5, 4. ])
+        """
         return self.graph.mean(self, axis=axis, name=name)
 
     # ------------------------------------------------------------ numpy on Nodes
