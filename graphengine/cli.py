@@ -60,9 +60,6 @@ def _parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- explain
 
-PATHS_SHOWN = 64          # list the paths of an input when it has at most this many
-
-
 def _parse_at(items) -> dict:
     feed, given = {}, {}
     for item in items:
@@ -82,29 +79,11 @@ def _parse_at(items) -> dict:
 
 
 def _num(v) -> str:
-    return f"{v:.6g}"
-
-
-def _formula(node) -> str:
-    names = [u.name for u in node.inputs]
-    label = node.gate.label
-    if label.startswith("**") and len(names) == 1:
-        return f"{names[0]} ** {label[2:]}"
-    if node.gate.op == "neg":
-        return f"-{names[0]}"
-    if label in ("+", "-", "*", "/", "**", "@") and len(names) == 2:
-        return f" {label} ".join(names)
-    return f"{node.gate.op or label}({', '.join(names)})"
-
-
-def _table(rows) -> list[str]:
-    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]
+    from .explain import fmt
+    return fmt(v)
 
 
 def cmd_explain(args) -> int:
-    from .derivatives import count_paths
     from .graph import ComputationalGraph
 
     if args.draw is not None:
@@ -120,33 +99,12 @@ def cmd_explain(args) -> int:
     if missing:
         raise GraphError(f"input {missing[0]!r} needs a value: add --at "
                          f"{' '.join(k + '=...' for k in missing)}")
-    value = g.forward(feed)
-    grads = g.backward()
-    out = "f" if "f" not in names else "out"      # what the text calls the output
-    print(f"{out} = {args.expression.strip()}  at  "
+    g.forward(feed)
+    explained = g.explain()
+    print(f"{explained.out} = {args.expression.strip()}  at  "
           + ", ".join(f"{k} = {_num(feed[k])}" for k in names))
     print()
-    rows = [("node", "computes", "value", f"d{out}/dnode")]
-    for node in g:
-        what = _formula(node) if node.kind == "gate" else node.kind
-        rows.append((node.name, what, _num(node.value), _num(grads[node.name])))
-    print("\n".join(_table(rows)))
-    print()
-    print(f"{out} = {g.output.name} = {_num(value)}. Each input's gradient is the sum over "
-          f"its paths to {g.output.name}\nof the product of the local derivatives along "
-          "the path:")
-    for name in names:
-        count = count_paths(g, name)
-        print()
-        if count > PATHS_SHOWN:
-            print(f"d{out}/d{name} = {_num(grads[name])}  ({count} paths, too many to "
-                  f"list; backward sums them in one pass)")
-            continue
-        total, terms = g.path_gradient(name, limit=PATHS_SHOWN)
-        plural = "path" if count == 1 else "paths"
-        print(f"d{out}/d{name} = {_num(total)}  (sum over {count} {plural})")
-        print("\n".join(_table([("  " + " -> ".join(path), _num(term))
-                                for path, term in terms])))
+    print(explained)
     if args.draw is not None:
         _draw_to(g, args.draw)
         print(f"\ndrew the circuit to {args.draw}")
@@ -267,18 +225,17 @@ def cmd_train(args) -> int:
     from .train import train_digits
 
     _check_train_args(args)
-    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: {args.epochs} "
-          f"epoch{'' if args.epochs == 1 else 's'}, SGD lr {args.lr:g} momentum 0.9, "
-          f"batch {args.batch_size}, seed {args.seed}")
+    print(f"training a 64-{args.hidden}-10 sigmoid MLP on the digits: "
+          f"{_count(args.epochs, 'epoch')}, "
+          f"SGD lr {args.lr:g} momentum 0.9, batch {args.batch_size}, seed {args.seed}")
     # a run that diverges is reported once at the end, not by numpy at every overflow
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         history, _ = train_digits(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                   hidden=args.hidden, seed=args.seed, quiet=args.quiet,
                                   log=print)
-    epochs = len(history.loss)
     print(f"held-out accuracy {history.val_accuracy[-1]:.4f} "
-          f"after {epochs} epoch{'' if epochs == 1 else 's'} in {history.seconds:.1f} s")
+          f"after {_count(len(history.loss), 'epoch')} in {history.seconds:.1f} s")
     if args.plot is not None:
         _plot_history(history, args.plot)
         print(f"loss curve saved to {args.plot}")
@@ -289,6 +246,10 @@ def cmd_train(args) -> int:
               f"{args.lr:g})", file=sys.stderr)
         return 1
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------- entry point

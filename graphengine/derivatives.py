@@ -16,7 +16,8 @@ from .errors import GraphError
 from .gates import zeros_like
 from .plan import as_value
 
-__all__ = ["jvp", "jacobian", "paths", "path_gradient", "count_paths"]
+__all__ = ["jvp", "jacobian", "paths", "path_gradient", "path_terms", "count_paths",
+           "path_counts", "longest_paths"]
 
 MODES = ("reverse", "forward")
 MAX_JACOBIAN = 10_000_000       # elements of all the blocks of one jacobian() (80 MB)
@@ -24,13 +25,14 @@ MAX_PATHS = 1_000_000           # paths one paths() or path_gradient() lists
 MAX_PATH_NODES = 10_000_000     # node names in all those paths together (80 MB)
 
 
-def _forwarded(g, feed, what):
+def _forwarded(g, feed, what, takes_feed=True):
     if feed is not None:
         g.forward(feed)
     plan = g.plan()
     vals = g.run.values_for(plan)
     if vals is None:
-        raise GraphError(f"{what} needs a forward first: pass feed=... or call forward() "
+        how = "pass feed=... or call forward()" if takes_feed else "call forward()"
+        raise GraphError(f"{what} needs a forward first: {how} "
                          f"(output {plan.names[plan.out]!r})")
     return plan, vals
 
@@ -309,28 +311,77 @@ def _paths_on(g, source, limit):
 
 
 def _walk(plan, start, through, weights=None):
-    """Every path from ``start`` to the output as (slots, product of the weights),
-    consumers in plan order; one depth-first pass with one shared path, so the time
-    is linear in the total length of the paths."""
+    """Every path from ``start`` to the output as (slots, input positions, local
+    derivatives), consumers in plan order; one depth-first pass with one shared path,
+    copied at each arrival, so the time is linear in the total length of the paths."""
     live = [[] for _ in plan.names]            # consumers on some path, in plan order
     for _, ins, out in plan.gates:
         if through[out]:
             for k, i in enumerate(ins):
                 if through[i]:
                     live[i].append((out, k))
-    found, path = [], []
-    stack = [(start, 0, 1.0)]      # (slot, its depth on the path, product up to it)
-    while stack:
-        slot, depth, product = stack.pop()
-        del path[depth:]
-        path.append(slot)
-        if slot == plan.out:
-            found.append((path.copy(), product))
+    if start == plan.out:
+        return [([start], [], [])]
+    found = []
+    path, ks, factors = [start], [], []     # node slots, input positions, local derivatives
+    todo = [iter(live[start])]
+    while todo:
+        step = next(todo[-1], None)
+        if step is None:                    # every way on from path[-1] is done
+            todo.pop()
+            path.pop()
+            if ks:
+                ks.pop()
+                factors.pop()
             continue
-        for out, k in reversed(live[slot]):
-            w = weights[out][k] if weights is not None else 1.0
-            stack.append((out, depth + 1, product * w))
+        out, k = step
+        path.append(out)
+        ks.append(k)
+        factors.append(weights[out][k] if weights is not None else 1.0)
+        if out == plan.out:
+            found.append((path[:], ks[:], factors[:]))
+            path.pop()
+            ks.pop()
+            factors.pop()
+        else:
+            todo.append(iter(live[out]))
     return found
+
+
+def path_counts(g) -> dict:
+    """Every node's number of paths to the output, in one reverse pass over the plan
+    (never by listing them); nodes the output does not depend on are left out.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph(); x = g.input("x"); y = x * x + x
+    >>> path_counts(g)["x"]
+    3
+    """
+    plan = g.plan()
+    count = [0] * len(plan.names)
+    count[plan.out] = 1
+    for _, ins, out in reversed(plan.gates):
+        for i in ins:
+            count[i] += count[out]
+    return dict(zip(plan.names, count, strict=True))
+
+
+def longest_paths(g) -> dict:
+    """Every node's longest path to the output, in edges, in one reverse pass over the
+    plan; nodes the output does not depend on are left out.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph(); x = g.input("x"); y = x.exp().exp() + x
+    >>> longest_paths(g)["x"]
+    3
+    """
+    plan = g.plan()
+    longest = [-1] * len(plan.names)
+    longest[plan.out] = 0
+    for _, ins, out in reversed(plan.gates):
+        for i in ins:
+            longest[i] = max(longest[i], longest[out] + 1)
+    return dict(zip(plan.names, longest, strict=True))
 
 
 def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
@@ -355,7 +406,7 @@ def paths(g, source, limit: int | None = 10_000) -> list[list[str]]:
     if start is None:
         return []
     names = plan.names
-    return [[names[s] for s in path] for path, _ in _walk(plan, start, through)]
+    return [[names[s] for s in path] for path, _, _ in _walk(plan, start, through)]
 
 
 def _local_partials(plan, vals, through):
@@ -433,15 +484,37 @@ def path_gradient(g, source, limit: int = 10_000):
     >>> terms
     [(['b', 'c', 'e'], 2.0), (['b', 'd', 'e'], 3.0)]
     """
+    terms = [(path, _product(factors)) for path, _, factors in path_terms(g, source, limit)]
+    return math.fsum(p for _, p in terms), terms
+
+
+def _product(factors) -> float:
+    product = 1.0
+    for w in factors:
+        product *= w
+    return product
+
+
+def path_terms(g, source, limit: int = 10_000) -> list:
+    """The paths from ``source`` to the output with their local derivatives: a list
+    of ``(path, slots, factors)``, ``path`` the node names, ``slots[k]`` the input
+    position by which the path enters ``path[k + 1]``, ``factors[k]`` that edge's local
+    derivative. Scalar graphs only; more than ``limit`` paths is a GraphError.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph(); x = g.input("x"); y = g.mul(x, x, name="y")
+    >>> g.forward(x=3.0)
+    9.0
+    >>> path_terms(g, "x")
+    [(['x', 'y'], [0], [3.0]), (['x', 'y'], [1], [3.0])]
+    """
     g._node(source, "path source")
-    _forwarded(g, None, "path_gradient")
+    plan, vals = _forwarded(g, None, "path_gradient", takes_feed=False)
     plan, start, through = _paths_on(g, source, limit)
     if start is None:
-        return 0.0, []
-    vals = g.run.values_for(plan)
+        return []
     # only the gates on some path from the source need their local derivatives
     weights = _local_partials(plan, vals, through)
     names = plan.names
-    terms = [([names[s] for s in path], product)
-             for path, product in _walk(plan, start, through, weights)]
-    return math.fsum(p for _, p in terms), terms
+    return [([names[s] for s in path], ks, factors)
+            for path, ks, factors in _walk(plan, start, through, weights)]

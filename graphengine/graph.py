@@ -25,20 +25,24 @@ class Node:
     """A handle on one node of a ComputationalGraph.
 
     Supports ``+ - * / ** @`` and unary ``-`` with Nodes, numbers or numpy arrays on
-    either side; each operator adds the matching gate to the node's graph.
+    either side; each operator adds the matching gate to the node's graph, as do the
+    methods ``relu() sigmoid() tanh() exp() log() sum(axis) mean(axis)`` and numpy's
+    ``np.exp np.log np.tanh np.maximum np.sum np.mean np.matmul`` applied to Nodes.
+    A Node is a place in the graph, not a number: comparing it, ``float()`` of it
+    (and so ``math.exp``) or ``if node:`` is a GraphError saying what to write.
 
     Examples
     --------
+    >>> import numpy as np
     >>> import graphengine as ge
     >>> g = ge.ComputationalGraph()
     >>> x = g.input("x")
-    >>> f = 3 * x ** 2 + 1
+    >>> f = 3 * x ** 2 + np.exp(x).log()
     >>> g.forward(x=2.0), g.backward()["x"]
-    (13.0, 12.0)
+    (14.0, 13.0)
     """
 
     __slots__ = ("graph", "name", "_attrs")
-    __array_ufunc__ = None          # numpy defers to Node's reflected operators
 
     def __init__(self, graph: ComputationalGraph, name: str, attrs: dict):
         self.graph = graph
@@ -129,6 +133,165 @@ class Node:
     def __neg__(self):
         return self.graph.neg(self)
 
+    # ------------------------------------------------------------ gates as methods
+
+    def relu(self, name=None) -> Node:
+        """max(x, 0) as a new gate node: ``x.relu()`` is ``g.relu(x)``.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); r = g.input("x").relu()
+        >>> g.forward(x=[-1.0, 2.0])
+        array([0., 2.])
+        """
+        return self.graph.relu(self, name=name)
+
+    def sigmoid(self, name=None) -> Node:
+        """1 / (1 + e^-x) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); s = g.input("x").sigmoid()
+        >>> g.forward(x=0.0), g.backward()["x"]
+        (0.5, 0.25)
+        """
+        return self.graph.sigmoid(self, name=name)
+
+    def tanh(self, name=None) -> Node:
+        """tanh(x) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); t = g.input("x").tanh()
+        >>> g.forward(x=0.0), g.backward()["x"]
+        (0.0, 1.0)
+        """
+        return self.graph.tanh(self, name=name)
+
+    def exp(self, name=None) -> Node:
+        """e ** x as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); e = g.input("x").exp()
+        >>> g.forward(x=0.0), g.backward()["x"]
+        (1.0, 1.0)
+        """
+        return self.graph.exp(self, name=name)
+
+    def log(self, name=None) -> Node:
+        """The natural logarithm as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); lg = g.input("x").log()
+        >>> g.forward(x=1.0), g.backward()["x"]
+        (0.0, 1.0)
+        """
+        return self.graph.log(self, name=name)
+
+    def sum(self, axis=None, name=None) -> Node:
+        """The sum over ``axis`` (every element when None) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); x = g.input("x"); s = x.sum(axis=0)
+        >>> g.forward(x=[[1, 2], [3, 4]])
+        array([4., 6.])
+        """
+        return self.graph.sum(self, axis=axis, name=name)
+
+    def mean(self, axis=None, name=None) -> Node:
+        """The mean over ``axis`` (every element when None) as a new gate node.
+
+        >>> import graphengine as ge
+        >>> g = ge.ComputationalGraph(); m = g.input("x").mean(axis=1)
+        >>> g.forward(x=[[1, 2], [3, 5]])
+        array([1.5, 4. ])
+        """
+        return self.graph.mean(self, axis=axis, name=name)
+
+    # ------------------------------------------------------------ numpy on Nodes
+
+    # numpy ufuncs that build a gate: np.exp(x), a_array * x, a_array @ x, ...
+    _UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div",
+               "negative": "neg", "power": "power", "matmul": "matmul", "exp": "exp",
+               "log": "log", "tanh": "tanh", "maximum": "max"}
+    _HINTS = {"absolute": "g.relu({x}) + g.relu(-{x})", "sqrt": "{x} ** 0.5",
+              "square": "{x} ** 2", "reciprocal": "1 / {x}", "minimum": "-g.max(-x, -y)",
+              "fmax": "g.max(x, y)", "dot": "x @ y", "max": "g.max(x, y) for two nodes",
+              "amax": "g.max(x, y) for two nodes"}
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        name = ufunc.__name__
+        if name in ("greater", "greater_equal", "less", "less_equal"):
+            self._compared()
+        op = self._UFUNCS.get(name)
+        if op is None or method != "__call__" or kwargs:
+            self._no_numpy(f"np.{name}" + (f".{method}" if method != "__call__" else ""),
+                           kwargs)
+        if op == "power" and not isinstance(inputs[1], Node):
+            p = np.asarray(inputs[1])
+            if p.ndim == 0 and p.dtype.kind in "iuf":
+                return self.graph.pow(inputs[0], float(p))
+        return getattr(self.graph, op)(*inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        name = func.__name__
+        if name in ("sum", "mean") and args and isinstance(args[0], Node):
+            extra = {k: v for k, v in kwargs.items() if k != "axis"}
+            if len(args) == 1 and not extra:
+                return getattr(self.graph, name)(args[0], axis=kwargs.get("axis"))
+            if len(args) == 2 and not extra and "axis" not in kwargs:
+                return getattr(self.graph, name)(args[0], axis=args[1])
+        self._no_numpy(f"np.{name}", kwargs)
+
+    def _no_numpy(self, what, kwargs):
+        if "out" in kwargs:
+            raise GraphError(f"{what} on node {self.name!r} in place (a += node, or out=): "
+                             "an array cannot hold a graph node; write a = a + node")
+        if kwargs:
+            raise GraphError(f"{what} on node {self.name!r} with {', '.join(kwargs)}=: "
+                             "numpy's keyword arguments have no meaning for a graph "
+                             "node; call it without them")
+        hint = self._HINTS.get(what[3:].split(".")[0], "").format(x=self._ref)
+        raise GraphError(f"{what} on node {self.name!r}: graphengine has no gate for it"
+                         + (f"; write {hint}" if hint else
+                            "; on Nodes numpy builds gates for np.exp, np.log, np.tanh, "
+                            "np.maximum, np.sum, np.mean, np.matmul and the arithmetic "
+                            "operators; for anything else write a Gate (see ge.Gate)")
+                         + f" (for its number, use {self._ref}.value after forward())")
+
+    # ------------------------------------------------------------ not a number
+
+    @property
+    def _ref(self) -> str:
+        # how a message writes this node in code: its name, else g["name"]
+        return self.name if self.name.isidentifier() else f"g[{self.name!r}]"
+
+    def _compared(self):
+        raise GraphError(f"node {self.name!r} was compared (>, <, builtin max or min): a "
+                         "Node is a place in the graph, not a number; for the larger of "
+                         "two nodes write g.max(x, y) (g.relu(x) for max(x, 0)); to "
+                         f"branch on its number, use {self._ref}.value after forward()")
+
+    def __gt__(self, other):
+        self._compared()
+
+    __ge__ = __lt__ = __le__ = __gt__
+
+    def __bool__(self):
+        raise GraphError(f"node {self.name!r} has no truth value (if node: ...): a Node "
+                         f"is a place in the graph; to branch on its number, use "
+                         f"{self._ref}.value after forward()")
+
+    def __float__(self):
+        x = self._ref
+        raise GraphError(f"a number from node {self.name!r} (float(), int() or math.exp "
+                         "and the like ask for one): a Node is a place in the graph, not "
+                         f"a number; to build a gate write {x}.exp(), {x}.log() or "
+                         f"np.exp({x}); for its number use {x}.value after forward()")
+
+    __int__ = __complex__ = __float__
+
+    def __abs__(self):
+        raise GraphError(f"abs() of node {self.name!r}: graphengine has no abs gate; "
+                         f"write g.relu({self._ref}) + g.relu(-{self._ref})")
+
 
 class ComputationalGraph:
     """A DAG of gates held in a networkx MultiDiGraph, run forward and backward.
@@ -168,8 +331,9 @@ class ComputationalGraph:
         elif not isinstance(name, str) or not name:
             raise GraphError(f"a node name must be a non-empty string, got {name!r}")
         elif name in self._nodes:
-            raise GraphError(f"duplicate name {name!r}: the graph already has a "
-                             f"{self._nodes[name].kind} of that name")
+            kind = self._nodes[name].kind
+            raise GraphError(f"duplicate name {name!r}: the graph already has "
+                             f"{'an' if kind == 'input' else 'a'} {kind} of that name")
         attrs = {"kind": kind, "gate": gate}
         if kind in ("parameter", "constant"):
             attrs["value"] = value
@@ -563,6 +727,31 @@ class ComputationalGraph:
         """``(total, [(path, product), ...])``: the gradient as a sum over paths."""
         from .derivatives import path_gradient
         return path_gradient(self, source, limit)
+
+    def explain(self, source=None):
+        """Every node's value and gradient, and each leaf's gradient as a sum over
+        paths with the local derivatives along each (see ``graphengine.explain``);
+        ``str()`` of it is the text ``graphengine explain`` prints.
+
+        >>> g = ComputationalGraph(); x = g.input("x"); y = g.mul(x, x, name="y")
+        >>> g.forward(x=3.0)
+        9.0
+        >>> print(g.explain())
+        node  computes  value  dy/dnode
+        x     input     3      6
+        y     x * x     9      1
+        <BLANKLINE>
+        y = 9. Each gradient below is the sum over the paths to y
+        of the product of the local derivatives along the path:
+        <BLANKLINE>
+        dy/dx = 6  (sum over 2 paths)
+          x -[0]-> y: 3
+          x -[1]-> y: 3
+        <BLANKLINE>
+        -[k]-> : the path enters the gate as its input k (a gate that reads one node twice).
+        """
+        from .explain import explain
+        return explain(self, source)
 
     # ------------------------------------------------------------ pictures and files
 

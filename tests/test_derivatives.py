@@ -165,7 +165,8 @@ def test_path_gradient_needs_a_scalar_graph_and_a_forward():
     g = ComputationalGraph()
     x = g.input("x")
     g.sum(x * x, name="s")
-    with pytest.raises(GraphError, match="path_gradient needs a forward first"):
+    with pytest.raises(GraphError, match=r"path_gradient needs a forward first: call "
+                                         r"forward\(\) \(output .s.\)"):
         g.path_gradient("x")
     g.forward(x=np.array([1.0, 2.0]))
     with pytest.raises(GraphError, match="scalar graph: node 'x' has shape \\(2,\\)"):

@@ -103,7 +103,7 @@ def test_bad_labels_name_the_node():
 def test_duplicate_name(g):
     with pytest.raises(GraphError, match="duplicate name 'q': the graph already has a gate"):
         g.input("q")
-    with pytest.raises(GraphError, match="duplicate name 'x'"):
+    with pytest.raises(GraphError, match="duplicate name 'x': the graph already has an input"):
         g.sigmoid(g["x"], name="x")
     with pytest.raises(GraphError, match="a node name must be a non-empty string"):
         g.input("")

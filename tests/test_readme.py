@@ -3,6 +3,7 @@
 import contextlib
 import io
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,13 @@ def test_the_circuit_prints_what_the_readme_shows():
         exec(compile(BLOCKS[0], "README.md block 0", "exec"), {})
     shown = re.search(r"prints\n\n```text\n(.*?)```", README, flags=re.S).group(1)
     assert out.getvalue() == shown
+
+
+def test_the_explain_example_prints_what_the_readme_shows(capsys):
+    from graphengine.cli import main
+
+    block = re.search(r"```text\n\$ graphengine explain (.*?)\n(.*?)```", README,
+                      flags=re.S)
+    argv = shlex.split(block.group(1))
+    assert main(["explain", *argv]) == 0
+    assert capsys.readouterr().out == block.group(2)

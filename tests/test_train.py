@@ -200,6 +200,13 @@ def test_cli_train_prints_the_losses_and_the_held_out_accuracy(capsys, tmp_path)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.err == ""
 
 
+def test_cli_train_one_epoch_is_singular(capsys):
+    assert main(["train", "--epochs", "1", "--hidden", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "on the digits: 1 epoch, SGD" in out and " after 1 epoch in " in out
+    assert "epochs" not in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
     (["--batch-size", "-3"], "--batch-size must be a positive integer, got -3"),
