@@ -113,9 +113,9 @@ def _kink_signs(kinks, vals):
 
 
 def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
-              atol: float = 1e-6) -> GradcheckReport:
+              atol: float = 1e-6, order: int = 1) -> GradcheckReport:
     """Check backward against central differences (float64) for every leaf, and
-    forward mode against reverse mode.
+    forward mode against reverse mode; with ``order=2``, second derivatives too.
 
     Each element x of each leaf is probed at x + eps and x - eps; the analytic
     gradient must satisfy ``|analytic - numeric| <= atol + rtol * |numeric|``. For an
@@ -124,6 +124,11 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
     random ``u`` and ``v``. A probe that crosses a kink (a max tie, relu at 0) is
     named in the report's warnings. The graph's values, gradients and gates are left
     as they were before the call.
+
+    With ``order=2`` (scalar output), the gradient graph of each leaf a
+    (``ge.grad(g, a)``) is checked the same way: its backward, d2(output)/(da db) for
+    every leaf b, against central differences of the gradient graph's own output.
+    Those rows are named ``d2/da db``.
 
     Parameters
     ----------
@@ -134,6 +139,7 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
         The leaves to check (default: every input and parameter the output uses,
         except class labels).
     eps, rtol, atol : float
+    order : {1, 2}
 
     Returns
     -------
@@ -154,15 +160,23 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
     y     ()             0.098306  0.098306  ...  yes
     forward vs reverse: <J v, u> = 0.04054093194, <v, J^T u> = 0.04054093194: agree
     gradcheck passed (eps=1e-06, rtol=0.0001, atol=1e-06)
+    >>> second = ge.gradcheck(g, {"x": 0.5, "y": -2.0}, order=2)
+    >>> bool(second), [row.leaf for row in second.rows]
+    (True, ['x', 'y', 'd2/dx dx', 'd2/dx dy', 'd2/dy dx', 'd2/dy dy'])
     """
     for what, v in (("eps", eps), ("rtol", rtol), ("atol", atol)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
             raise GraphError(f"gradcheck's {what} must be a number >= 0, got {v!r}")
     if not eps > 0:
         raise GraphError(f"gradcheck's eps must be > 0, got {eps!r}")
+    if order not in (1, 2) or isinstance(order, bool):
+        raise GraphError(f"gradcheck's order must be 1 or 2, got {order!r}")
     saved = g.run.save()
     try:
-        return _check(g, feed, wrt, float(eps), float(rtol), float(atol))
+        report = _check(g, feed, wrt, float(eps), float(rtol), float(atol))
+        if order == 2:
+            _second_order(g, feed, report, float(eps), float(rtol), float(atol))
+        return report
     finally:
         g.run.restore(saved)
         plan, vals = g.run.plan, g.run.values
@@ -224,6 +238,24 @@ def _check(g, feed, wrt, eps, rtol, atol):
                 f"{plan.names[k_out]!r} ({gate.label}); central differences are not "
                 "meaningful there")
     return report
+
+
+def _second_order(g, feed, report, eps, rtol, atol):
+    from .higher import _build
+
+    leaves = [g[row.leaf] for row in report.rows]
+    h, grads, _ = _build(g, leaves)
+    names = [n.name for n in leaves]
+    for a in names:
+        h.set_output(grads[a])
+        sub = _check(h, feed, names, eps, rtol, atol)
+        report.rows.extend(Row(f"d2/d{a} d{row.leaf}", row.index, row.analytic, row.numeric,
+                               row.error, row.ok) for row in sub.rows)
+        report.warnings.extend(f"second order, gradient of {a!r}: {w}" for w in sub.warnings)
+        if sub.modes is not None and not sub.modes[2]:
+            lhs, rhs, _ = sub.modes
+            report.rows.append(Row(f"d2/d{a}: forward vs reverse", (), lhs, rhs,
+                                   abs(lhs - rhs), False))
 
 
 def _modes(plan, base, leaves, rng, rtol, atol, report):
