@@ -18,6 +18,7 @@ import copy
 import networkx as nx
 import numpy as np
 
+from . import gates as G
 from .derivatives import _leaf_tangents, _wrt
 from .errors import GraphError
 from .gates import BroadcastToGate, SeedGate
@@ -29,8 +30,9 @@ __all__ = ["grad", "hessian", "hvp"]
 
 def _build(g: ComputationalGraph, leaves: list):
     """A scratch graph holding g's forward nodes and the backward nodes of every leaf
-    in ``leaves``; returns it, a dict leaf name -> its gradient's Node, and the names
-    to give the completed gradients (scratch name -> ``d<node>``)."""
+    in ``leaves``; returns it, a dict leaf name -> its gradient's Node, the completed
+    gradients as (Node, name of the node it is the gradient of), and the names of
+    the forward nodes."""
     out = g.output
     plan = g.plan()
     vals = g.run.values_for(plan)
@@ -102,33 +104,96 @@ def _build(g: ComputationalGraph, leaves: list):
             node = h.apply(BroadcastToGate(), 0.0, h[n.name])
             done.append((node, n.name))
         result[n.name] = node
-    # the name of each completed gradient: d<node>, where the backward made the node
+    return h, result, done, forward_names
+
+
+# gates whose output has the broadcast shape of their inputs (elementwise); a scalar
+# output of one means scalar inputs, as numpy broadcasting never shrinks a shape
+_ELEMENTWISE = (G.Unary, G.Binary)
+_NOT_ELEMENTWISE = (G.RowSumGate, G.SoftmaxGate, G.SeedGate, G.OneHotGate, G.MSELoss)
+_SHAPE_OF_SECOND = (G.SumToGate, G.BroadcastToGate, G.SpreadGate)   # out has x's shape
+
+
+def _scalars(h: ComputationalGraph) -> set:
+    """The nodes of ``h`` that are scalars whatever it is fed: scalar leaves, the
+    outputs of full reductions, every seed's input (a seed refuses anything else),
+    and what follows through elementwise gates, forward and backward."""
+    order = list(nx.topological_sort(h.dag))
+    ins = {v: [u.name for u in h[v].inputs] for v in order}
+    gate = {v: h.dag.nodes[v]["gate"] for v in order}
+    known = set()
+    for v in order:
+        g = gate[v]
+        if g is None:
+            if h.dag.nodes[v]["kind"] != "input" and np.ndim(h.dag.nodes[v]["value"]) == 0:
+                known.add(v)
+        elif isinstance(g, G.SeedGate):
+            known.update((v, ins[v][0]))
+        elif isinstance(g, (G.MSELoss, G.SoftmaxCrossEntropy)) or (
+                isinstance(g, G.SumGate) and g.axis is None):
+            known.add(v)
+    while True:
+        size = len(known)
+        for v in reversed(order):         # a scalar out of an elementwise gate
+            g = gate[v]
+            if v in known and g is not None:
+                if isinstance(g, _ELEMENTWISE) and not isinstance(g, _NOT_ELEMENTWISE):
+                    known.update(ins[v])
+                elif isinstance(g, _SHAPE_OF_SECOND):
+                    known.add(ins[v][1])
+        for v in order:                   # elementwise gates of scalars
+            g = gate[v]
+            if v in known or g is None:
+                continue
+            if isinstance(g, _ELEMENTWISE) and not isinstance(g, _NOT_ELEMENTWISE):
+                if all(u in known for u in ins[v]):
+                    known.add(v)
+            elif isinstance(g, _SHAPE_OF_SECOND) and ins[v][1] in known:
+                known.add(v)
+        if len(known) == size:
+            return known
+
+
+def _copy(h: ComputationalGraph, outputs: list, keep_leaves: list, done: list,
+          forward_names: set):
+    """A clean graph of the nodes ``outputs`` need (and the leaves in ``keep_leaves``),
+    the first of ``outputs`` its output: sum_to gates between two scalars left out,
+    each completed gradient in ``done`` ((node, of) pairs, first come first named)
+    named ``d<of>``."""
+    scalars = _scalars(h)
+    same = {}                             # a sum_to that does nothing -> its input
+    for v in nx.topological_sort(h.dag):
+        node = h[v]
+        if isinstance(node.gate, G.SumToGate):
+            u, x = (w.name for w in node.inputs)
+            if u in scalars and x in scalars:
+                same[v] = same.get(u, u)
     rename, taken = {}, set(h._nodes)
     for node, of in done:
-        if node.name in forward_names or node.name in rename:
+        v = same.get(node.name, node.name)
+        if v in forward_names or v in rename:
             continue
-        base = "d" + of
-        name, k = base, 1
+        name, k = "d" + of, 1
         while name in taken:
-            name, k = f"{base}_{k}", k + 1
+            name, k = f"d{of}_{k}", k + 1
         taken.add(name)
-        rename[node.name] = name
-    return h, result, rename
-
-
-def _copy(h: ComputationalGraph, outputs: list, keep_leaves: list, rename: dict):
-    """A clean graph of the nodes ``outputs`` need (and the leaves in ``keep_leaves``),
-    renamed by ``rename``, with the first of ``outputs`` as its output."""
+        rename[v] = name
+    outputs = [same.get(v, v) for v in outputs]
     need = set(keep_leaves)
-    for name in outputs:
-        need.add(name)
-        need.update(nx.ancestors(h.dag, name))
+    stack = list(outputs)
+    while stack:
+        v = stack.pop()
+        if v in need:
+            continue
+        need.add(v)
+        stack.extend(same.get(u, u) for u in h.dag.predecessors(v))
     dag = nx.MultiDiGraph()
     for v, attrs in h.dag.nodes(data=True):
         if v in need:
             dag.add_node(rename.get(v, v), **attrs)
     for u, v, s in h.dag.edges(data="slot"):
         if v in need:
+            u = same.get(u, u)
             dag.add_edge(rename.get(u, u), rename.get(v, v), slot=s)
     dag.graph["output"] = rename.get(outputs[0], outputs[0])
     return ComputationalGraph.from_dag(dag)
@@ -185,9 +250,10 @@ def grad(g: ComputationalGraph, wrt) -> ComputationalGraph:
     if leaf.kind == "gate":
         raise GraphError(f"ge.grad's wrt {leaf.name!r} is a gate ({leaf.gate.label}); "
                          "expected a leaf (an input, parameter or constant)")
-    h, result, rename = _build(g, [leaf])
+    h, result, done, forward_names = _build(g, [leaf])
     keep = [n.name for n in g.nodes() if n.kind in ("input", "parameter")]
-    return _copy(h, [result[leaf.name].name], keep, rename)
+    done.sort(key=lambda pair: pair[1] != leaf.name)      # the answer is d<wrt>
+    return _copy(h, [result[leaf.name].name], keep, done, forward_names)
 
 
 # ---------------------------------------------------------------- Hessians
@@ -202,7 +268,7 @@ def _prepared(g, leaves, feed, what):
             raise GraphError(f"{what} needs a point: pass feed=... or call forward() first "
                              f"(output {g.output.name!r})")
         feed = {name: vals[slot] for slot, name in plan.inputs}
-    h, result, _ = _build(g, leaves)
+    h, result, _, _ = _build(g, leaves)
     join = None
     for node in result.values():      # one output that needs every gradient
         s = h.sum(node)

@@ -38,7 +38,10 @@ def test_the_circuit_backward_pass_as_its_own_circuit():
     h = ge.grad(g, "x")
     assert [n.name for n in h.inputs()] == ["x", "y", "z"]
     assert h.output.name == "dx"
-    assert h["df"].gate.op == "seed" and h["dq"].kind == "gate"
+    # a scalar output makes every elementwise ancestor a scalar: no sum_to is needed
+    assert [(n.name, n.gate and n.gate.op, [u.name for u in n.inputs]) for n in h] == [
+        ("x", None, []), ("y", None, []), ("z", None, []), ("q", "add", ["x", "y"]),
+        ("f", "mul", ["q", "z"]), ("df", "seed", ["f"]), ("dx", "mul", ["df", "z"])]
     assert h.forward(AT) == -4.0                      # df/dx = z
     assert ge.grad(g, "z").forward(AT) == 3.0         # df/dz = x + y
     assert ge.grad(g, "y").forward(x=1.0, y=2.0, z=7.0) == 7.0
@@ -147,6 +150,16 @@ def test_broadcasting_gradients_are_summed_to_the_leaf_shape():
         for j, bb in enumerate(["x", "b", "c"]):
             np.testing.assert_allclose(H[a, bb], jacobian(agrad(f, i), j)(*args),
                                        rtol=1e-10, atol=1e-12)
+
+
+def test_sum_to_stays_where_broadcasting_may_happen():
+    g = ComputationalGraph()
+    x, y = g.input("x"), g.input("y")
+    g.sum((x + y) * 2.0)
+    h = ge.grad(g, "y")
+    assert [n.gate.op for n in h.nodes("gate")].count("sum_to") == 2
+    np.testing.assert_array_equal(h.forward(x=np.ones((2, 3)), y=np.ones(3)), [4.0] * 3)
+    assert h.forward(x=np.ones((2, 3)), y=1.0) == 12.0
 
 
 def test_a_gradient_graph_works_for_other_shapes_than_the_last_forward():
