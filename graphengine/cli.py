@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--at", nargs="+", default=[], metavar="NAME=VALUE",
                          help="a value for every input of the formula")
     explain.add_argument("--draw", metavar="FILE", help="also draw the circuit to a .png or .svg")
+    explain.add_argument("--grad", metavar="NAME",
+                         help="also print the gradient with respect to input NAME as its "
+                              "own circuit of gates (ge.grad)")
+    explain.add_argument("--grad-draw", metavar="FILE",
+                         help="with --grad: draw that gradient circuit to a .png or .svg")
     explain.set_defaults(run=cmd_explain)
 
     train = sub.add_parser("train", help="train an MLP on the 8x8 digits data")
@@ -132,7 +137,35 @@ def cmd_explain(args) -> int:
     if args.draw:
         _draw_to(g, args.draw)
         print(f"\ndrew the circuit to {args.draw}")
+    if args.grad is not None or args.grad_draw is not None:
+        _explain_grad(g, feed, out, args)
     return 0
+
+
+def _explain_grad(g, feed, out, args) -> None:
+    from .higher import grad
+
+    if args.grad is None:
+        raise GraphError("--grad-draw needs --grad NAME: the input to differentiate by")
+    names = [n.name for n in g.inputs()]
+    if args.grad not in names:
+        raise GraphError(f"--grad {args.grad}: the formula has no input {args.grad!r}; its "
+                         f"inputs are {', '.join(names)}")
+    h = grad(g, args.grad)
+    value = h.forward(feed)
+    seed = next(n.name for n in h.nodes("gate") if n.gate.op == "seed")
+    print(f"\nd{out}/d{args.grad} = {_num(value)} as its own circuit ({h.output.name}): the "
+          f"forward nodes it needs, the seed {seed} = 1, and the backward pass as gates:\n")
+    slots = h.plan().slot
+    rows = [("node", "computes", "value")]
+    for node in h:
+        what = _formula(node) if node.kind == "gate" else node.kind
+        shown = _num(node.value) if node.name in slots else "(not needed)"
+        rows.append((node.name, what, shown))
+    print("\n".join(_table(rows)))
+    if args.grad_draw:
+        _draw_to(h, args.grad_draw)
+        print(f"\ndrew the gradient circuit to {args.grad_draw}")
 
 
 def _draw_to(g, path: str) -> None:

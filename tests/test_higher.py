@@ -537,3 +537,32 @@ def test_hessians_of_larger_random_dags_agree_with_autograd(case):
 @given(random_dags())
 def test_many_hessians_of_random_dags_agree_with_autograd(case):
     check_hessian(*case)
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_explain_prints_and_draws_the_gradient_circuit(capsys, tmp_path):
+    from graphengine.cli import main
+
+    path = tmp_path / "grad.png"
+    code = main(["explain", "(x + y) * z", "--at", "x=-2", "y=5", "z=-4", "--grad", "x",
+                 "--grad-draw", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    tail = out[out.index("df/dx = -4 as its own circuit"):].splitlines()
+    assert tail[0].startswith("df/dx = -4 as its own circuit (dx): the forward nodes")
+    assert tail[2].split() == ["node", "computes", "value"]
+    assert [line.split() for line in tail[-5:-2]] == [
+        ["mul_4", "add_3", "*", "z", "-12"], ["dmul_4", "seed(mul_4)", "1"],
+        ["dx", "dmul_4", "*", "z", "-4"]]
+    assert tail[-1] == f"drew the gradient circuit to {path}"
+    assert path.stat().st_size > 1000
+
+
+def test_explain_grad_errors(capsys):
+    from graphengine.cli import main
+
+    assert main(["explain", "x * y", "--at", "x=1", "y=2", "--grad", "z"]) == 2
+    assert "--grad z: the formula has no input 'z'" in capsys.readouterr().err
+    assert main(["explain", "x * y", "--at", "x=1", "y=2", "--grad-draw", "a.png"]) == 2
+    assert "--grad-draw needs --grad NAME" in capsys.readouterr().err
