@@ -21,7 +21,7 @@ import numpy as np
 from . import gates as G
 from .derivatives import _leaf_tangents, _wrt
 from .errors import GraphError
-from .gates import BroadcastToGate, SeedGate
+from .gates import BroadcastToGate, SeedGate, zeros_like
 from .graph import ComputationalGraph, Node
 from .plan import as_value
 
@@ -317,20 +317,32 @@ def hessian(g: ComputationalGraph, wrt=None, feed: dict | None = None) -> dict:
     shapes = {n.name: _leaf_shape(n, plan, vals) for n in leaves}
     H = {(a.name, b.name): np.zeros(shapes[a.name] + shapes[b.name])
          for a in leaves for b in leaves}
+    if plan.no_jvp is not None:
+        gate, out = plan.no_jvp
+        raise GraphError(f"node {plan.names[out]!r}: gate {type(gate).__name__} has no jvp, "
+                         "so hessian cannot run forward mode through the gradient graph")
+    zeros = [zeros_like(v) for v in vals]
     for b in leaves:
         slot = plan.slot.get(b.name)
         if slot is None:              # the gradients do not depend on it
             continue
+        # only the gates downstream of b carry a nonzero tangent
+        down = plan.downstream([slot])
+        steps = [(gate.jvp, ins, out) for gate, ins, out in plan.gates if down[out]]
         shape = shapes[b.name]
         for idx in np.ndindex(*shape):
-            tangents = _leaf_tangents(plan, vals)
             if shape:
                 t = np.zeros(shape)
                 t[idx] = 1.0
             else:
                 t = 1.0
+            tangents = list(zeros)
             tangents[slot] = t
-            tangents = plan.jvp(vals, tangents)
+            try:
+                for jvp, ins, out in steps:
+                    tangents[out] = jvp(*[tangents[i] for i in ins])
+            except Exception as exc:
+                raise plan._failure(out, "jvp", vals, exc) from exc
             for a in leaves:
                 H[a.name, b.name][(Ellipsis,) + idx] = tangents[grads[a.name]]
     return {k: float(v) if v.ndim == 0 else v for k, v in H.items()}
