@@ -286,6 +286,8 @@ def test_a_non_scalar_output_is_refused():
         ge.grad(g, "x")
     with pytest.raises(GraphError, match="scalar output"):
         ge.hessian(g, feed={"x": np.ones(3)})
+    with pytest.raises(GraphError, match="scalar output"):
+        ge.hvp(g, {"x": np.ones(3)}, feed={"x": np.ones(3)})
 
 
 class Square(ge.Gate):
@@ -513,6 +515,9 @@ def check_hessian(g, feed):
     for n, o, k in zip(names, offsets, sizes, strict=False):
         np.testing.assert_allclose(np.ravel(hv[n]), want_hv[o:o + k], rtol=1e-8, atol=1e-10)
 
+
+# autograd warns when a random graph's output happens not to depend on its leaves
+pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input")
 
 DAGS = settings(max_examples=200, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
