@@ -274,9 +274,10 @@ def _prepared(g, leaves, feed, what):
         s = h.sum(node)
         join = s if join is None else h.add(join, s)
     h.set_output(join)
-    h.forward({k: v for k, v in feed.items()})
+    h.forward(feed)
     plan = h.plan()
-    return plan, h.run.values, {name: plan.slot[node.name] for name, node in result.items()}
+    return plan, h.run.values, {name: plan.slot[node.name] for name, node in result.items()}, \
+        {name: v for name, v in feed.items() if isinstance(name, str)}
 
 
 def hessian(g: ComputationalGraph, wrt=None, feed: dict | None = None) -> dict:
@@ -313,8 +314,8 @@ def hessian(g: ComputationalGraph, wrt=None, feed: dict | None = None) -> dict:
     (4.0, 6.0, 6.0, 0.0)
     """
     leaves = _wrt(g, wrt)
-    plan, vals, grads = _prepared(g, leaves, feed, "hessian")
-    shapes = {n.name: _leaf_shape(n, plan, vals) for n in leaves}
+    plan, vals, grads, fed = _prepared(g, leaves, feed, "hessian")
+    shapes = {n.name: _leaf_shape(n, plan, vals, fed) for n in leaves}
     H = {(a.name, b.name): np.zeros(shapes[a.name] + shapes[b.name])
          for a in leaves for b in leaves}
     if plan.no_jvp is not None:
@@ -348,9 +349,11 @@ def hessian(g: ComputationalGraph, wrt=None, feed: dict | None = None) -> dict:
     return {k: float(v) if v.ndim == 0 else v for k, v in H.items()}
 
 
-def _leaf_shape(node, plan, vals):
+def _leaf_shape(node, plan, vals, fed):
     slot = plan.slot.get(node.name)
-    return np.shape(vals[slot]) if slot is not None else np.shape(node._attrs.get("value"))
+    if slot is not None:
+        return np.shape(vals[slot])
+    return np.shape(fed.get(node.name, node._attrs.get("value")))
 
 
 def hvp(g: ComputationalGraph, vectors: dict, feed: dict | None = None) -> dict:
@@ -395,10 +398,10 @@ def hvp(g: ComputationalGraph, vectors: dict, feed: dict | None = None) -> dict:
         given[node.name] = (node, as_value(v, f"hvp vector of {node.name!r}"))
     leaves = [n for n in g.nodes() if n.kind in ("input", "parameter")]
     leaves += [node for node, _ in given.values() if node not in leaves]
-    plan, vals, grads = _prepared(g, leaves, feed, "hvp")
+    plan, vals, grads, fed = _prepared(g, leaves, feed, "hvp")
     tangents = _leaf_tangents(plan, vals)
     for name, (node, v) in given.items():
-        shape = _leaf_shape(node, plan, vals)
+        shape = _leaf_shape(node, plan, vals, fed)
         if np.shape(v) != shape:
             raise GraphError(f"hvp vector of {name!r} has shape {np.shape(v)}, expected the "
                              f"leaf's shape {shape}")
