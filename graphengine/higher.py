@@ -107,10 +107,11 @@ def _build(g: ComputationalGraph, leaves: list):
     return h, result, done, forward_names
 
 
-# gates whose output has the broadcast shape of their inputs (elementwise); a scalar
-# output of one means scalar inputs, as numpy broadcasting never shrinks a shape
-_ELEMENTWISE = (G.Unary, G.Binary)
-_NOT_ELEMENTWISE = (G.RowSumGate, G.SoftmaxGate, G.SeedGate, G.OneHotGate, G.MSELoss)
+# built-in gates whose output has the broadcast shape of their inputs (elementwise): a
+# scalar output of one means scalar inputs, as numpy broadcasting never shrinks a shape
+_ELEMENTWISE = frozenset(cls for cls in G.BUILTIN if issubclass(cls, (G.Unary, G.Binary))
+                         and cls not in (G.RowSumGate, G.SoftmaxGate, G.SeedGate,
+                                         G.OneHotGate, G.MSELoss))
 _SHAPE_OF_SECOND = (G.SumToGate, G.BroadcastToGate, G.SpreadGate)   # out has x's shape
 
 
@@ -127,28 +128,28 @@ def _scalars(h: ComputationalGraph) -> set:
         if g is None:
             if h.dag.nodes[v]["kind"] != "input" and np.ndim(h.dag.nodes[v]["value"]) == 0:
                 known.add(v)
-        elif isinstance(g, G.SeedGate):
+        elif type(g) is G.SeedGate:
             known.update((v, ins[v][0]))
-        elif isinstance(g, (G.MSELoss, G.SoftmaxCrossEntropy)) or (
-                isinstance(g, G.SumGate) and g.axis is None):
+        elif type(g) in (G.MSELoss, G.SoftmaxCrossEntropy) or (
+                type(g) in (G.SumGate, G.MeanGate) and g.axis is None):
             known.add(v)
     while True:
         size = len(known)
         for v in reversed(order):         # a scalar out of an elementwise gate
             g = gate[v]
             if v in known and g is not None:
-                if isinstance(g, _ELEMENTWISE) and not isinstance(g, _NOT_ELEMENTWISE):
+                if type(g) in _ELEMENTWISE:
                     known.update(ins[v])
-                elif isinstance(g, _SHAPE_OF_SECOND):
+                elif type(g) in _SHAPE_OF_SECOND:
                     known.add(ins[v][1])
         for v in order:                   # elementwise gates of scalars
             g = gate[v]
             if v in known or g is None:
                 continue
-            if isinstance(g, _ELEMENTWISE) and not isinstance(g, _NOT_ELEMENTWISE):
+            if type(g) in _ELEMENTWISE:
                 if all(u in known for u in ins[v]):
                     known.add(v)
-            elif isinstance(g, _SHAPE_OF_SECOND) and ins[v][1] in known:
+            elif type(g) in _SHAPE_OF_SECOND and ins[v][1] in known:
                 known.add(v)
         if len(known) == size:
             return known
@@ -164,7 +165,7 @@ def _copy(h: ComputationalGraph, outputs: list, keep_leaves: list, done: list,
     same = {}                             # a sum_to that does nothing -> its input
     for v in nx.topological_sort(h.dag):
         node = h[v]
-        if isinstance(node.gate, G.SumToGate):
+        if type(node.gate) is G.SumToGate:
             u, x = (w.name for w in node.inputs)
             if u in scalars and x in scalars:
                 same[v] = same.get(u, u)

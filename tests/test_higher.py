@@ -177,6 +177,28 @@ def test_a_leaf_the_output_does_not_use_gets_zero_blocks_of_its_shape():
     np.testing.assert_array_equal(hv["u"], np.zeros((2, 3)))
 
 
+class Total(G.Unary):
+    # a user's reduction that subclasses Unary: its scalar output says nothing about
+    # its input's shape, so no sum_to may be left out behind it
+    def forward(self, x):
+        self.x = x
+        return float(np.sum(x))
+
+    def backward(self, upstream):
+        return (upstream * np.ones(np.shape(self.x)),)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.apply(G.BroadcastToGate(), upstream, inputs[0]),)
+
+
+def test_only_built_in_elementwise_gates_tell_that_a_value_is_a_scalar():
+    g = ComputationalGraph()
+    x, w = g.input("x"), g.input("w")
+    g.apply(Total(), x * w)
+    h = ge.grad(g, "w")
+    assert h.forward(x=np.array([1.0, 2.0, 3.0]), w=2.0) == 6.0
+
+
 def test_a_gradient_graph_works_for_other_shapes_than_the_last_forward():
     g = ComputationalGraph()
     x, y = g.input("x"), g.input("y")
