@@ -366,6 +366,29 @@ def test_a_users_gate_with_a_rule_is_differentiated_again():
     assert ge.hessian(g, feed={"x": 2.0})["x", "x"] == 18.0
 
 
+def test_hessian_through_a_users_gate_without_jvp_is_named():
+    class NoJvp(ge.Gate):
+        def forward(self, x):
+            self.x = x
+            return x * x
+
+        def backward(self, upstream):
+            return (2 * self.x * upstream,)
+
+        def backward_gates(self, g, inputs, out, upstream):
+            return (upstream * 2.0 * inputs[0],)
+
+    g = ComputationalGraph()
+    x = g.input("x")
+    g.exp(g.apply(NoJvp(), x, name="n"))
+    assert ge.grad(ge.grad(g, "x"), "x").forward(x=0.5) == pytest.approx(
+        math.exp(0.25) * (2 + 1.0), rel=1e-12)             # reverse-over-reverse works
+    with pytest.raises(GraphError, match="node 'n': gate NoJvp has no jvp"):
+        ge.hessian(g, feed={"x": 0.5})
+    with pytest.raises(GraphError, match="node 'n': gate NoJvp has no jvp"):
+        ge.hvp(g, {"x": 1.0}, feed={"x": 0.5})
+
+
 def test_a_rule_returning_the_wrong_thing_is_named():
     class Bad(Square):
         def backward_gates(self, g, inputs, out, upstream):
