@@ -13,8 +13,9 @@ from .errors import GraphError
 from .gates import GATES, Gate, register
 from .gradcheck import gradcheck
 from .graph import ComputationalGraph, Node
+from .higher import grad, hessian, hvp
 
 __version__ = "0.1.0"
 
 __all__ = ["ComputationalGraph", "Node", "Gate", "GraphError", "GATES", "register",
-           "gradcheck", "datasets", "nn", "optim", "testing", "train"]
+           "gradcheck", "grad", "hessian", "hvp", "datasets", "nn", "optim", "testing", "train"]

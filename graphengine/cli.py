@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="a value for every input of the formula")
     explain.add_argument("--draw", metavar="FILE",
                          help="also draw the circuit to a file (.png, .svg, .pdf, ...)")
+    explain.add_argument("--grad", metavar="NAME",
+                         help="also print the gradient with respect to input NAME as its "
+                              "own circuit of gates (ge.grad)")
+    explain.add_argument("--grad-draw", metavar="FILE",
+                         help="with --grad: draw that gradient circuit to a file")
     explain.set_defaults(run=cmd_explain)
 
     train = sub.add_parser("train", help="train an MLP on the 8x8 digits data")
@@ -88,6 +93,8 @@ def cmd_explain(args) -> int:
 
     if args.draw is not None:
         _check_output(args.draw, "--draw")
+    if args.grad_draw is not None:
+        _check_output(args.grad_draw, "--grad-draw")
     g = ComputationalGraph.from_expression(args.expression)
     feed = _parse_at(args.at)
     names = [n.name for n in g.inputs()]
@@ -108,7 +115,37 @@ def cmd_explain(args) -> int:
     if args.draw is not None:
         _draw_to(g, args.draw)
         print(f"\ndrew the circuit to {args.draw}")
+    if args.grad is not None or args.grad_draw is not None:
+        _explain_grad(g, feed, explained.out, args)
     return 0
+
+
+def _explain_grad(g, feed, out, args) -> None:
+    from .explain import _formulas, _table
+    from .higher import grad
+
+    if args.grad is None:
+        raise GraphError("--grad-draw needs --grad NAME: the input to differentiate by")
+    names = [n.name for n in g.inputs()]
+    if args.grad not in names:
+        raise GraphError(f"--grad {args.grad}: the formula has no input {args.grad!r}; its "
+                         f"inputs are {', '.join(names)}")
+    h = grad(g, args.grad)
+    value = h.forward(feed)
+    seed = next(n.name for n in h.nodes("gate") if n.gate.op == "seed")
+    print(f"\nd{out}/d{args.grad} = {_num(value)} as its own circuit ({h.output.name}): the "
+          f"forward nodes it needs, the seed {seed} = 1, and the backward pass as gates:\n")
+    slots = h.plan().slot
+    formulas = _formulas(list(h))
+    rows = [("node", "computes", "value")]
+    for node in h:
+        what = formulas[node.name] if node.kind == "gate" else node.kind
+        shown = _num(node.value) if node.name in slots else "(not needed)"
+        rows.append((node.name, what, shown))
+    print("\n".join(_table(rows)))
+    if args.grad_draw is not None:
+        _draw_to(h, args.grad_draw)
+        print(f"\ndrew the gradient circuit to {args.grad_draw}")
 
 
 def _draw_to(g, path: str) -> None:
@@ -254,7 +291,8 @@ def _count(n: int, noun: str) -> str:
 
 # ---------------------------------------------------------------- entry point
 
-_EXPLAIN_OPTIONS = ("-h", "--help", "--at", "--draw")
+_EXPLAIN_OPTIONS = ("-h", "--help", "--at", "--draw", "--grad", "--grad-draw")
+_TAKES_ONE = ("--draw", "--grad", "--grad-draw")     # options followed by one value
 
 
 def _formula_last(argv: list) -> list:
@@ -264,8 +302,8 @@ def _formula_last(argv: list) -> list:
         return argv
     rest = argv[1:]
     for k, arg in enumerate(rest):
-        if k and rest[k - 1] == "--draw":
-            continue                              # the file name, not the formula
+        if k and rest[k - 1] in _TAKES_ONE:
+            continue                              # the option's value, not the formula
         head = arg.split("=", 1)[0]
         if arg.startswith("-") and arg != "-" and not (
                 head in _EXPLAIN_OPTIONS or (len(head) > 2 and any(

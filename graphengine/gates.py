@@ -19,6 +19,9 @@ __all__ = [
     "AddGate", "SubtractGate", "MultiplyGate", "DivideGate", "MaxGate", "PowerGate",
     "NegateGate", "PowGate", "ExpGate", "LogGate", "SigmoidGate", "TanhGate", "ReluGate",
     "MatMulGate", "SumGate", "MeanGate", "MSELoss", "SoftmaxCrossEntropy",
+    "SumToGate", "BroadcastToGate", "SpreadGate", "RowSumGate", "StepGate", "MaxMaskGate",
+    "SigmoidGradGate", "SoftmaxGate", "OneHotGate", "MatMulGradA", "MatMulGradB", "SeedGate",
+    "sum_to",
 ]
 
 _exp = math.exp
@@ -73,6 +76,39 @@ class Gate:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+    def backward_gates(self, g, inputs, out, upstream):
+        """The backward pass as gates, for ``ge.grad`` and higher derivatives.
+
+        ``g`` is the gradient graph being built; ``inputs`` are the Nodes in it
+        holding this gate's inputs, ``out`` the Node holding its output and
+        ``upstream`` the Node holding d(result)/d(out), of ``out``'s shape. Add gates
+        to ``g`` (its builders, ``g.apply``, or the operators on Nodes) and return one
+        Node per input, each of that input's shape, or None for an input that gets
+        no gradient. The default returns NotImplemented: ``ge.grad`` then raises a
+        GraphError naming the node and the gate (first-order tools still work).
+
+        Examples
+        --------
+        >>> import graphengine as ge
+        >>> class Cube(ge.Gate):
+        ...     def forward(self, x):
+        ...         self.x = x
+        ...         return x ** 3
+        ...     def backward(self, upstream):
+        ...         return (3 * self.x ** 2 * upstream,)
+        ...     def backward_gates(self, g, inputs, out, upstream):
+        ...         (x,) = inputs
+        ...         return (upstream * 3.0 * x ** 2,)     # gates, built in g
+        >>> g = ge.ComputationalGraph()
+        >>> y = g.apply(Cube(), g.input("x"), name="y")
+        >>> h = ge.grad(g, "x")                          # dy/dx = 3 x**2, as a graph
+        >>> h.forward(x=2.0)
+        12.0
+        >>> ge.grad(h, "x").forward(x=2.0)               # d2y/dx2 = 6 x
+        12.0
+        """
+        return NotImplemented
 
 
 GATES: dict[str, type[Gate]] = {}
@@ -141,6 +177,9 @@ class NegateGate(Unary):
     def jvp(self, x_dot):
         return -x_dot
 
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.neg(upstream),)
+
 
 @register
 class PowGate(Unary):
@@ -186,6 +225,16 @@ class PowGate(Unary):
             return math.nan if d.__class__ is complex else d
         return p * np.power(x, p - 1.0)
 
+    def backward_gates(self, g, inputs, out, upstream):
+        (x,) = inputs
+        p = self.p
+        if p == 0.0:
+            return (None,)
+        if p == 1.0:
+            return (upstream,)
+        local = x if p == 2.0 else g.pow(x, p - 1.0)
+        return (g.mul(upstream, g.mul(p, local)),)
+
 
 @register
 class ExpGate(Unary):
@@ -205,6 +254,9 @@ class ExpGate(Unary):
 
     def partial(self):
         return self.out
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.mul(upstream, out),)
 
 
 @register
@@ -226,6 +278,9 @@ class LogGate(Unary):
             return 1.0 / x if x != 0.0 else _inf
         with np.errstate(divide="ignore"):
             return 1.0 / x
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.div(upstream, inputs[0]),)
 
 
 @register
@@ -265,6 +320,10 @@ class SigmoidGate(Unary):
         s = self.out
         return s * (1.0 - s)
 
+    def backward_gates(self, g, inputs, out, upstream):
+        # s(1-s) by its own stable gate, so the derivative graph stays exact at any x
+        return (g.mul(upstream, g.apply(SigmoidGradGate(), inputs[0])),)
+
 
 @register
 class TanhGate(Unary):
@@ -279,6 +338,9 @@ class TanhGate(Unary):
     def partial(self):
         t = self.out
         return 1.0 - t * t
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.mul(upstream, g.sub(1.0, g.mul(out, out))),)
 
 
 @register
@@ -298,6 +360,9 @@ class ReluGate(Unary):
         if x.__class__ is float:
             return 1.0 if x > 0.0 else 0.0
         return (x > 0).astype(np.result_type(x, np.float32))
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.mul(upstream, g.apply(StepGate(), inputs[0])),)
 
 
 # ---------------------------------------------------------------- elementwise, binary
@@ -339,6 +404,10 @@ class AddGate(Binary):
     def jvp(self, x_dot, y_dot):
         return x_dot + y_dot
 
+    def backward_gates(self, g, inputs, out, upstream):
+        x, y = inputs
+        return sum_to(g, upstream, x), sum_to(g, upstream, y)
+
 
 @register
 class SubtractGate(Binary):
@@ -358,6 +427,10 @@ class SubtractGate(Binary):
 
     def jvp(self, x_dot, y_dot):
         return x_dot - y_dot
+
+    def backward_gates(self, g, inputs, out, upstream):
+        x, y = inputs
+        return sum_to(g, upstream, x), sum_to(g, g.neg(upstream), y)
 
 
 @register
@@ -380,6 +453,10 @@ class MultiplyGate(Binary):
 
     def partials(self):
         return self.y, self.x
+
+    def backward_gates(self, g, inputs, out, upstream):
+        x, y = inputs
+        return sum_to(g, g.mul(upstream, y), x), sum_to(g, g.mul(upstream, x), y)
 
 
 @register
@@ -411,6 +488,11 @@ class DivideGate(Binary):
             inv = 1.0 / y
             return inv, -self.out * inv
 
+    def backward_gates(self, g, inputs, out, upstream):
+        x, y = inputs
+        return (sum_to(g, g.div(upstream, y), x),
+                sum_to(g, g.neg(g.div(g.mul(upstream, out), y)), y))
+
 
 @register
 class MaxGate(Binary):
@@ -432,6 +514,11 @@ class MaxGate(Binary):
             return (1.0, 0.0) if x > y else (0.0, 1.0) if x < y else (0.5, 0.5)
         tie = 0.5 * (x == y)
         return (x > y) + tie, (x < y) + tie
+
+    def backward_gates(self, g, inputs, out, upstream):
+        x, y = inputs      # masks of 1, 0.5 (tie) or 0, with no derivative of their own
+        return (sum_to(g, g.mul(upstream, g.apply(MaxMaskGate(), x, y)), x),
+                sum_to(g, g.mul(upstream, g.apply(MaxMaskGate(), y, x)), y))
 
 
 @register
@@ -460,6 +547,11 @@ class PowerGate(Binary):
             dy = float(dy)
         return dx, dy
 
+    def backward_gates(self, g, inputs, out, upstream):
+        x, y = inputs      # d/dy needs x > 0, as backward does
+        dx = g.mul(upstream, g.mul(y, g.power(x, g.sub(y, 1.0))))
+        return sum_to(g, dx, x), sum_to(g, g.mul(upstream, g.mul(out, g.log(x))), y)
+
 
 @register
 class MSELoss(Binary):
@@ -481,6 +573,12 @@ class MSELoss(Binary):
 
     def jvp(self, pred_dot, target_dot):
         return float(np.sum(self.scaled * (pred_dot - target_dot)))
+
+    def backward_gates(self, g, inputs, out, upstream):
+        pred, target = inputs
+        diff = g.sub(pred, target)
+        d = g.mul(g.apply(SpreadGate(None, mean=True), upstream, diff), g.mul(2.0, diff))
+        return sum_to(g, d, pred), sum_to(g, g.neg(d), target)
 
 
 # ---------------------------------------------------------------- linear algebra, reductions
@@ -541,6 +639,11 @@ class MatMulGate(Gate):
         out = np.matmul(a_dot, self.b) + np.matmul(self.a, b_dot)
         return float(out) if np.ndim(out) == 0 else out
 
+    def backward_gates(self, g, inputs, out, upstream):
+        a, b = inputs
+        return (g.apply(MatMulGradA(), upstream, b, a),
+                g.apply(MatMulGradB(), a, upstream, b))
+
 
 def _check_axis(axis):
     if axis is None:
@@ -586,6 +689,9 @@ class SumGate(Gate):
     def jvp(self, x_dot):
         return self._reduce(np.broadcast_to(x_dot, self.shape))
 
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.apply(SpreadGate(self.axis), upstream, inputs[0]),)
+
 
 @register
 class MeanGate(SumGate):
@@ -604,6 +710,9 @@ class MeanGate(SumGate):
 
     def jvp(self, x_dot):
         return self._reduce(np.broadcast_to(x_dot, self.shape)) / self.n
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.apply(SpreadGate(self.axis, mean=True), upstream, inputs[0]),)
 
 
 @register
@@ -658,6 +767,395 @@ class SoftmaxCrossEntropy(Gate):
 
     def jvp(self, logits_dot, labels_dot):
         return float(np.sum(self._dlogits() * logits_dot))
+
+    def backward_gates(self, g, inputs, out, upstream):
+        logits, labels = inputs      # (softmax - onehot) * upstream / batch, stable
+        onehot = g.apply(OneHotGate(), labels, logits)
+        per_row = g.apply(SpreadGate(None, mean=True), upstream,
+                          g.apply(RowSumGate(), onehot))
+        return g.mul(g.sub(g.apply(SoftmaxGate(), logits), onehot), per_row), None
+
+
+# ---------------------------------------------------------------- gates of backward passes
+# The gates that ge.grad's rules add besides the ones above: undoing broadcasting,
+# spreading a reduction's gradient, masks with no derivative, stable local
+# derivatives, and matmul's two vector-Jacobian products. Each has its own rule, so
+# a gradient graph can be differentiated again (and again).
+
+def _shape(v):
+    return v.shape if v.__class__ is np.ndarray else np.shape(v)
+
+
+def _reduce_to(u, shape):
+    """Sum ``u`` down to ``shape``, undoing numpy broadcasting."""
+    ushape = _shape(u)
+    if ushape == shape:
+        return u
+    try:
+        ok = np.broadcast_shapes(ushape, shape) == ushape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"cannot sum an array of shape {ushape} down to shape {shape}")
+    lead = len(ushape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and ushape[lead + i] != 1)
+    total = np.sum(u, axis=axes)
+    return float(total) if shape == () else total.reshape(shape)
+
+
+def _spread_to(u, shape):
+    """``u`` broadcast to ``shape``, as a new array (a float for shape ())."""
+    if shape == ():
+        if _shape(u) != ():
+            raise ValueError(f"cannot broadcast an array of shape {_shape(u)} to a scalar")
+        return float(u)
+    kind = u.dtype.kind if u.__class__ is np.ndarray else ""
+    out = np.empty(shape, dtype=u.dtype if kind == "f" else np.float64)
+    out[...] = u
+    return out
+
+
+def sum_to(g, u, x):
+    """For ``backward_gates`` rules: the Node of ``u`` summed down to the shape of ``x``
+    (undoing numpy broadcasting; a copy-free no-op when the shapes already agree)."""
+    return g.apply(SumToGate(), u, x)
+
+
+@register
+class SumToGate(Gate):
+    """sum_to: out = u summed down to the shape of x (undoing broadcasting);
+    d/du = upstream broadcast back to u's shape; x gives only its shape"""
+
+    arity = 2
+    op, symbol = "sum_to", "sum_to"
+
+    def forward(self, u, x):
+        self.u = u
+        self.x = x
+        return _reduce_to(u, _shape(x))
+
+    def backward(self, upstream):
+        return _spread_to(upstream, _shape(self.u)), zeros_like(self.x)
+
+    def jvp(self, u_dot, x_dot):
+        if _shape(u_dot) != _shape(self.u):
+            u_dot = _spread_to(u_dot, _shape(self.u))
+        return _reduce_to(u_dot, _shape(self.x))
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return g.apply(BroadcastToGate(), upstream, inputs[0]), None
+
+
+@register
+class BroadcastToGate(Gate):
+    """broadcast_to: out = a broadcast to the shape of x; d/da = upstream summed back
+    to a's shape; x gives only its shape"""
+
+    arity = 2
+    op, symbol = "broadcast_to", "broadcast"
+
+    def forward(self, a, x):
+        self.a = a
+        self.x = x
+        return _spread_to(a, _shape(x))
+
+    def backward(self, upstream):
+        return _reduce_to(upstream, _shape(self.a)), zeros_like(self.x)
+
+    def jvp(self, a_dot, x_dot):
+        return _spread_to(a_dot, _shape(self.x))
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return sum_to(g, upstream, inputs[0]), None
+
+
+@register
+class SpreadGate(Gate):
+    """spread: out = u copied along axis to the shape of x, divided by the count when
+    mean (the backward of sum and mean); d/du = sum (mean) of upstream over axis"""
+
+    arity = 2
+    op = "spread"
+
+    def __init__(self, axis=None, mean=False):
+        self.axis = _check_axis(axis)
+        self.mean = bool(mean)
+
+    @property
+    def symbol(self):
+        return "spread/n" if self.mean else "spread"
+
+    def config(self):
+        axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis
+        return {"axis": axis, "mean": self.mean}
+
+    def _spread(self, u):
+        shape = self.shape
+        if self.axis is not None:
+            u = np.expand_dims(u, self.axis)
+        out = _spread_to(u, shape)
+        return out / self.n if self.mean else out
+
+    def forward(self, u, x):
+        self.x = x
+        self.shape = shape = _shape(x)
+        self.n = float(np.prod(shape) if self.axis is None
+                       else np.prod([shape[a] for a in np.atleast_1d(self.axis)]))
+        return self._spread(u)
+
+    def backward(self, upstream):
+        reduced = (np.mean if self.mean else np.sum)(upstream, axis=self.axis)
+        return (float(reduced) if np.ndim(reduced) == 0 else reduced), zeros_like(self.x)
+
+    def jvp(self, u_dot, x_dot):
+        return self._spread(u_dot)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        reduce = g.mean if self.mean else g.sum
+        return reduce(upstream, axis=self.axis), None
+
+
+@register
+class RowSumGate(Unary):
+    """rowsum: out = sum of x over its last axis, kept with length 1; d/dx = 1"""
+
+    op, symbol = "rowsum", "Σrow"
+
+    def forward(self, x):
+        if np.ndim(x) == 0:
+            raise ValueError("rowsum needs an array of at least one dimension")
+        self.x = x
+        return np.sum(x, axis=-1, keepdims=True)
+
+    def backward(self, upstream):
+        return (_spread_to(upstream, self.x.shape),)
+
+    def jvp(self, x_dot):
+        return np.sum(np.broadcast_to(x_dot, self.x.shape), axis=-1, keepdims=True)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.apply(BroadcastToGate(), upstream, inputs[0]),)
+
+
+@register
+class StepGate(Unary):
+    """step: out = 1 where x > 0, else 0 (relu's local derivative: 0 at 0); d/dx = 0"""
+
+    op, symbol = "step", "x>0"
+
+    def forward(self, x):
+        self.x = x
+        if x.__class__ is float:
+            return 1.0 if x > 0.0 else 0.0
+        return (np.asarray(x) > 0).astype(np.result_type(x, np.float32))
+
+    def backward(self, upstream):
+        return (zeros_like(self.x),)
+
+    def jvp(self, x_dot):
+        return zeros_like(self.x)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (None,)
+
+
+@register
+class MaxMaskGate(Binary):
+    """max_mask: out = 1 where x > y, 0.5 where x == y, 0 where x < y (x's share of
+    max's gradient, split equally on a tie); d/dx = d/dy = 0"""
+
+    op, symbol = "max_mask", "x>y"
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        if x.__class__ is float and y.__class__ is float:
+            self.out = 1.0 if x > y else 0.0 if x < y else 0.5 if x == y else 0.0
+        else:
+            self.out = (x > y) + 0.5 * (np.asarray(x) == y)
+        return self.out
+
+    def backward(self, upstream):
+        return zeros_like(self.x), zeros_like(self.y)
+
+    def jvp(self, x_dot, y_dot):
+        return zeros_like(self.out)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return None, None
+
+
+@register
+class SigmoidGradGate(Unary):
+    """sigmoid_grad: out = s(1 - s) for s = sigmoid(x), as e^-|x| / (1 + e^-|x|)^2
+    (stable at any x); d/dx = out (1 - 2 s) = -out tanh(x/2)"""
+
+    op, symbol = "sigmoid_grad", "σ'"
+
+    def forward(self, x):
+        self.x = x
+        if x.__class__ is float:
+            e = _exp(-abs(x))
+        else:
+            e = np.exp(-np.abs(x))
+        self.out = e / ((1.0 + e) * (1.0 + e))
+        return self.out
+
+    def partial(self):
+        x = self.x
+        t = math.tanh(0.5 * x) if x.__class__ is float else np.tanh(0.5 * x)
+        return -self.out * t
+
+    def backward_gates(self, g, inputs, out, upstream):
+        slope = g.neg(g.mul(out, g.tanh(g.mul(0.5, inputs[0]))))
+        return (g.mul(upstream, slope),)
+
+
+@register
+class SoftmaxGate(Unary):
+    """softmax: out = e^x / sum(e^x) over the last axis (shifted by the max: stable);
+    d/dx = out * (upstream - sum(out * upstream over the last axis))"""
+
+    op, symbol = "softmax", "softmax"
+
+    def forward(self, x):
+        if np.ndim(x) == 0:
+            raise ValueError("softmax needs an array of at least one dimension")
+        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+        self.out = e / np.sum(e, axis=-1, keepdims=True)
+        return self.out
+
+    def _product(self, v):          # the Jacobian is symmetric: one product, both modes
+        sv = self.out * v
+        return sv - self.out * np.sum(sv, axis=-1, keepdims=True)
+
+    def backward(self, upstream):
+        return (self._product(upstream),)
+
+    def jvp(self, x_dot):
+        return self._product(x_dot)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        sv = g.mul(out, upstream)
+        return (g.sub(sv, g.mul(out, g.apply(RowSumGate(), sv))),)
+
+
+@register
+class OneHotGate(Binary):
+    """one_hot: out[i, label_i] = 1, else 0, shaped like the logits ((classes,) or
+    (batch, classes)); no derivative"""
+
+    op, symbol = "one_hot", "onehot"
+
+    def forward(self, labels, logits):
+        shape = _shape(logits)
+        if len(shape) not in (1, 2):
+            raise ValueError(f"one_hot needs logits of shape (classes,) or (batch, classes), "
+                             f"got {shape}")
+        n, classes = (1, shape[0]) if len(shape) == 1 else shape
+        y = np.asarray(labels).reshape(-1)
+        if y.shape[0] != n:
+            raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
+        with np.errstate(invalid="ignore"):
+            idx = y.astype(np.intp)
+        if n and (idx.astype(np.uintp).max() >= classes or (idx != y).any()):
+            raise ValueError(f"labels must be integer classes in [0, {classes})")
+        out = np.zeros((n, classes), dtype=np.result_type(logits, np.float32))
+        out[np.arange(n), idx] = 1.0
+        self.labels = labels
+        self.out = out.reshape(shape)
+        return self.out
+
+    def backward(self, upstream):
+        return zeros_like(self.labels), zeros_like(self.out)
+
+    def jvp(self, labels_dot, logits_dot):
+        return zeros_like(self.out)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return None, None
+
+
+def _matmul_vjp(a, b, u, k):
+    """The gradient of <u, a @ b> with respect to a (k = 0) or b (k = 1)."""
+    gate = MatMulGate()
+    gate.a, gate.b = np.asarray(a), np.asarray(b)
+    return gate.backward(u, need=(k == 0, k == 1))[k]
+
+
+def _float0(v):
+    return float(v) if np.ndim(v) == 0 else v
+
+
+@register
+class MatMulGradA(Gate):
+    """matmul_grad_a: out = u @ b^T (summed to a's shape), the gradient of <u, a @ b>
+    with respect to a; bilinear in u and b, a gives only its shape"""
+
+    arity = 3
+    op, symbol = "matmul_grad_a", "@bᵀ"
+
+    def forward(self, u, b, a):
+        self.u, self.b, self.a = u, b, a
+        return _matmul_vjp(a, b, u, 0)
+
+    def backward(self, upstream):
+        return (_float0(np.matmul(upstream, self.b)), _matmul_vjp(upstream, self.b, self.u, 1),
+                zeros_like(self.a))
+
+    def jvp(self, u_dot, b_dot, a_dot):
+        return _matmul_vjp(self.a, self.b, u_dot, 0) + _matmul_vjp(self.a, b_dot, self.u, 0)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        u, b, _ = inputs
+        return g.matmul(upstream, b), g.apply(MatMulGradB(), upstream, u, b), None
+
+
+@register
+class MatMulGradB(Gate):
+    """matmul_grad_b: out = a^T @ u (summed to b's shape), the gradient of <u, a @ b>
+    with respect to b; bilinear in a and u, b gives only its shape"""
+
+    arity = 3
+    op, symbol = "matmul_grad_b", "aᵀ@"
+
+    def forward(self, a, u, b):
+        self.a, self.u, self.b = a, u, b
+        return _matmul_vjp(a, b, u, 1)
+
+    def backward(self, upstream):
+        return (_matmul_vjp(self.a, upstream, self.u, 0),
+                _float0(np.matmul(self.a, upstream)), zeros_like(self.b))
+
+    def jvp(self, a_dot, u_dot, b_dot):
+        return _matmul_vjp(a_dot, self.b, self.u, 1) + _matmul_vjp(self.a, self.b, u_dot, 1)
+
+    def backward_gates(self, g, inputs, out, upstream):
+        a, u, _ = inputs
+        return g.apply(MatMulGradA(), u, upstream, a), g.matmul(a, upstream), None
+
+
+@register
+class SeedGate(Unary):
+    """seed: out = 1, d(x)/d(x), where the backward pass of the scalar x starts;
+    x must be a scalar; no derivative"""
+
+    op, symbol = "seed", "seed"
+
+    def forward(self, x):
+        if _shape(x) != ():
+            raise ValueError(f"a gradient graph needs a scalar output, got shape {_shape(x)}")
+        return 1.0
+
+    def backward(self, upstream):
+        return (0.0,)
+
+    def jvp(self, x_dot):
+        return 0.0
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (None,)
 
 
 # The gates defined above; the plan trusts their gradients' count and shapes and

@@ -113,9 +113,9 @@ def _kink_signs(kinks, vals):
 
 
 def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
-              atol: float = 1e-6) -> GradcheckReport:
+              atol: float = 1e-6, order: int = 1) -> GradcheckReport:
     """Check backward against central differences (float64) for every leaf, and
-    forward mode against reverse mode.
+    forward mode against reverse mode; with ``order=2``, second derivatives too.
 
     Each element x of each leaf is probed at x + eps and x - eps; the analytic
     gradient must satisfy ``|analytic - numeric| <= atol + rtol * |numeric|``. For an
@@ -124,6 +124,12 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
     random ``u`` and ``v``. A probe that crosses a kink (a max tie, relu at 0) is
     named in the report's warnings. The graph's values, gradients and gates are left
     as they were before the call.
+
+    With ``order=2`` (scalar output), the gradient graph of each leaf a (what
+    ``ge.grad(g, a)`` builds from the gates' ``backward_gates`` rules) is checked too:
+    its value against backward (row ``da as gates``), and its own backward, the
+    second derivatives d2(output)/(da db) for every leaf b contracted with a random
+    r, against central differences of backward's gradient of a (rows ``d2/da db``).
 
     Parameters
     ----------
@@ -134,6 +140,7 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
         The leaves to check (default: every input and parameter the output uses,
         except class labels).
     eps, rtol, atol : float
+    order : {1, 2}
 
     Returns
     -------
@@ -154,15 +161,23 @@ def gradcheck(g, feed: dict, wrt=None, eps: float = 1e-6, rtol: float = 1e-4,
     y     ()             0.098306  0.098306  ...  yes
     forward vs reverse: <J v, u> = 0.04054093194, <v, J^T u> = 0.04054093194: agree
     gradcheck passed (eps=1e-06, rtol=0.0001, atol=1e-06)
+    >>> second = ge.gradcheck(g, {"x": 0.5, "y": -2.0}, order=2)
+    >>> bool(second), [row.leaf for row in second.rows][2:5]
+    (True, ['dx as gates', 'd2/dx dx', 'd2/dx dy'])
     """
     for what, v in (("eps", eps), ("rtol", rtol), ("atol", atol)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
             raise GraphError(f"gradcheck's {what} must be a number >= 0, got {v!r}")
     if not eps > 0:
         raise GraphError(f"gradcheck's eps must be > 0, got {eps!r}")
+    if order not in (1, 2) or isinstance(order, bool):
+        raise GraphError(f"gradcheck's order must be 1 or 2, got {order!r}")
     saved = g.run.save()
     try:
-        return _check(g, feed, wrt, float(eps), float(rtol), float(atol))
+        report = _check(g, feed, wrt, float(eps), float(rtol), float(atol))
+        if order == 2:
+            _second_order(g, feed, report, float(eps), float(rtol), float(atol))
+        return report
     finally:
         g.run.restore(saved)
         plan, vals = g.run.plan, g.run.values
@@ -224,6 +239,61 @@ def _check(g, feed, wrt, eps, rtol, atol):
                 f"{plan.names[k_out]!r} ({gate.label}); central differences are not "
                 "meaningful there")
     return report
+
+
+def _row(name, analytic, numeric, rtol, atol):
+    analytic, numeric = np.broadcast_arrays(np.asarray(analytic, float), numeric)
+    err = np.abs(analytic - numeric)
+    bad = np.where(err == err, err / (atol + rtol * np.abs(numeric)), np.inf)
+    idx = np.unravel_index(int(np.argmax(bad)), bad.shape) if bad.size else ()
+    idx = tuple(int(i) for i in idx)
+    return Row(name, idx, float(analytic[idx]), float(numeric[idx]), float(np.max(err)),
+               bool(bad[idx] <= 1.0))
+
+
+def _second_order(g, feed, report, eps, rtol, atol):
+    # the gradient graph of each leaf a: its value against backward, and its own
+    # backward (row of the Hessian, contracted with a random r) against central
+    # differences of <r, backward's gradient of a>, which no rule of a gate touches
+    from .higher import _build
+
+    leaves = [g[row.leaf] for row in report.rows]
+    g.forward(feed)
+    plan = g.plan()
+    base = [_as64(v) for v in g.run.values]
+    plan.forward(base)
+    first = plan.backward(base, 1.0)
+    h, grads, _, _ = _build(g, leaves)
+    rng = np.random.default_rng(1)
+    for a in leaves:
+        sa = plan.slot.get(a.name)
+        h.set_output(grads[a.name])
+        value = h.forward(feed)
+        want = first[sa] if sa is not None and first[sa] is not None else 0.0
+        report.rows.append(_row(f"d{a.name} as gates", value, want, rtol, atol))
+        r = rng.standard_normal(np.shape(value)) if np.shape(value) else 1.0
+        analytic = h.backward(r)
+        for b in leaves:
+            sb = plan.slot.get(b.name)
+            shape = np.shape(analytic[b.name])
+            numeric = np.zeros(shape)
+            for idx in np.ndindex(*shape):
+                if sb is None or sa is None:
+                    break
+                sides = []
+                for step in (eps, -eps):
+                    probe = list(base)
+                    if shape:
+                        probe[sb] = base[sb].copy()
+                        probe[sb][idx] += step
+                    else:
+                        probe[sb] = base[sb] + step
+                    plan.forward(probe)
+                    ga = plan.backward(probe, 1.0)[sa]
+                    sides.append(float(np.sum(r * (0.0 if ga is None else ga))))
+                numeric[idx] = (sides[0] - sides[1]) / (2.0 * eps)
+            report.rows.append(_row(f"d2/d{a.name} d{b.name}", analytic[b.name], numeric,
+                                    rtol, atol))
 
 
 def _modes(plan, base, leaves, rng, rtol, atol, report):

@@ -178,6 +178,82 @@ for id, zs, ys in [("batch", normal(5, 4), labels(5, 4)), ("single", normal(3), 
         lambda z, y, g: [g * ce_grad(z, y), np.zeros(np.shape(y))], diff=[0])
 
 
+# ---------------------------------------------------------------- gates of backward passes
+
+def matmul_vjp(a, b, g):
+    """The gradients of <g, a @ b> with respect to a and b, written out by cases."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim == 1 and b.ndim == 1:
+        return [g * b, g * a]
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = np.asarray(g)
+    if a.ndim == 1:
+        g2 = np.expand_dims(g2, -2)
+    if b.ndim == 1:
+        g2 = np.expand_dims(g2, -1)
+    ga = g2 @ np.swapaxes(b2, -1, -2)
+    gb = np.swapaxes(a2, -1, -2) @ g2
+    return [unbroadcast(ga, a2.shape).reshape(a.shape), unbroadcast(gb, b2.shape).reshape(b.shape)]
+
+
+def zeros(x):
+    return np.zeros(np.shape(x))
+
+
+for id, su, sx in [("bias", (3, 4), (4,)), ("column", (3, 4), (3, 1)), ("scalar", (2, 3), ()),
+                   ("same", (3, 4), (3, 4)), ("lead", (2, 3, 4), (1, 4))]:
+    row(f"sum_to-{id}", G.SumToGate, [normal(*su), normal(*sx)],
+        lambda u, x: unbroadcast(np.asarray(u), np.shape(x)).reshape(np.shape(x)),
+        lambda u, x, g: [np.broadcast_to(g, np.shape(u)), zeros(x)])
+    row(f"broadcast_to-{id}", G.BroadcastToGate, [normal(*sx), normal(*su)],
+        lambda a, x: np.broadcast_to(a, np.shape(x)),
+        lambda a, x, g: [unbroadcast(np.asarray(g), np.shape(a)).reshape(np.shape(a)),
+                         zeros(x)])
+for axis in [None, 0, -1, (0, 2)]:
+    for mean in (False, True):
+        shape = (2, 3, 4)
+        reduced = np.shape(np.sum(np.zeros(shape), axis=axis))
+        n = 24 if axis is None else np.prod([shape[a] for a in np.atleast_1d(axis)])
+        k = n if mean else 1
+
+        def expand(u, axis=axis):
+            return u if axis is None else np.expand_dims(u, axis)
+        row(f"spread-axis{axis}-{'mean' if mean else 'sum'}",
+            lambda axis=axis, mean=mean: G.SpreadGate(axis, mean),
+            [normal(*reduced), normal(*shape)],
+            lambda u, x, expand=expand, k=k: np.broadcast_to(expand(u), np.shape(x)) / k,
+            lambda u, x, g, axis=axis, k=k: [np.sum(g, axis=axis) / k, zeros(x)])
+for shape in [(3, 4), (5,)]:
+    row(f"rowsum-{shape}", G.RowSumGate, [normal(*shape)],
+        lambda x: np.sum(x, axis=-1, keepdims=True),
+        lambda x, g: [np.broadcast_to(g, np.shape(x))])
+    row(f"softmax-{shape}", G.SoftmaxGate, [normal(*shape)], softmax,
+        lambda x, g: [softmax(x) * (g - np.sum(softmax(x) * g, axis=-1, keepdims=True))])
+elementwise_unary("step", G.StepGate, lambda x: (x > 0) * 1.0, lambda x: 0 * x, away_from_zero)
+elementwise_unary("sigmoid_grad", G.SigmoidGradGate, lambda x: sig(x) * (1 - sig(x)),
+                  lambda x: sig(x) * (1 - sig(x)) * (1 - 2 * sig(x)), normal)
+for shape in [(), (5,)]:
+    xs, ys = distinct_pair(*shape)
+    row(f"max_mask-{shape}", G.MaxMaskGate, [xs, ys], lambda x, y: (x > y) * 1.0,
+        lambda x, y, g: [zeros(x), zeros(y)])
+for id, ys, zs in [("batch", labels(5, 4), normal(5, 4)), ("single", labels(0, 3), normal(3))]:
+    row(f"one_hot-{id}", G.OneHotGate, [ys, zs],
+        lambda y, z: np.eye(np.shape(z)[-1])[np.atleast_1d(y).astype(int)].reshape(np.shape(z)),
+        lambda y, z, g: [zeros(y), zeros(z)], diff=[1])
+row("seed", G.SeedGate, [normal()], lambda x: 1.0, lambda x, g: [0.0])
+for id, sa, sb, so in [("mat-mat", (3, 4), (4, 2), (3, 2)), ("vec-mat", (4,), (4, 2), (2,)),
+                       ("mat-vec", (3, 4), (4,), (3,)), ("vec-vec", (4,), (4,), ()),
+                       ("batch-mat", (2, 3, 4), (4, 5), (2, 3, 5)),
+                       ("mat-batch", (3, 4), (2, 4, 5), (2, 3, 5))]:
+    row(f"matmul_grad_a-{id}", G.MatMulGradA, [normal(*so), normal(*sb), normal(*sa)],
+        lambda u, b, a: matmul_vjp(a, b, u)[0],
+        lambda u, b, a, g: [np.matmul(g, b), matmul_vjp(g, b, u)[1], zeros(a)])
+    row(f"matmul_grad_b-{id}", G.MatMulGradB, [normal(*sa), normal(*so), normal(*sb)],
+        lambda a, u, b: matmul_vjp(a, b, u)[1],
+        lambda a, u, b, g: [matmul_vjp(a, g, u)[0], np.matmul(a, g), zeros(b)])
+
+
 def covered_ops():
     return {p.values[0]().op for p in ROWS}
 
@@ -356,5 +432,6 @@ def test_config_rebuilds_each_gate():
     for op, cls in G.GATES.items():
         gate = cls(**{"p": 3.0} if op == "pow" else {})
         assert type(cls(**gate.config())) is cls
+    assert G.SpreadGate((0, 2), mean=True).config() == {"axis": [0, 2], "mean": True}
     assert G.SumGate((0, 1)).config() == {"axis": [0, 1]}
     assert G.PowGate(3).config() == {"p": 3.0}

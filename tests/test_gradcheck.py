@@ -187,3 +187,54 @@ def test_assert_gradients_raises_with_the_table_and_passes_right_gates():
         ge.testing.assert_gradients(user_graph(CubeOffByTwo()), FEED)
     with pytest.raises(AssertionError, match="DISAGREE"):
         ge.testing.assert_gradients(user_graph(CubeWithWrongJvp()), FEED)
+
+
+# ---------------------------------------------------------------- order=2
+
+class CubeWithRule(Cube):
+    """cube with its backward as gates: d/dx = 3 x**2 (times ``slope`` to make the
+    second derivative wrong while the first stays right)"""
+
+    slope = 1.0
+
+    def jvp(self, x_dot):
+        return 3.0 * self.x ** 2 * x_dot
+
+    def backward_gates(self, g, inputs, out, upstream):
+        (x,) = inputs
+        # right value at the point x = 1 for any slope: 3 x**2 -> 3 (x**2)**slope
+        return (upstream * 3.0 * (x * x) ** self.slope,)
+
+
+class CubeWithWrongRule(CubeWithRule):
+    slope = 1.5
+
+
+def test_order_two_checks_second_derivatives():
+    g = ComputationalGraph()
+    x, y = g.input("x"), g.input("y")
+    w = g.parameter("w", np.array([0.3, -0.2]))
+    g.sum(g.tanh(x * w) * y + g.sigmoid(w * y))
+    feed = {"x": 0.7, "y": np.array([1.5, -0.4])}
+    report = ge.gradcheck(g, feed, order=2)
+    assert report, str(report)
+    names = [row.leaf for row in report.rows]
+    assert names[:3] == ["x", "y", "w"] and "d2/dx dw" in names and "d2/dw dy" in names
+    assert "dw as gates" in names and len(names) == 3 + 3 + 9
+    assert "d2/dy dw" in str(report)
+
+
+def test_order_two_catches_a_wrong_second_derivative():
+    feed = {"x": 1.0, "y": 0.5}
+    assert ge.gradcheck(user_graph(CubeWithRule()), feed, order=2)
+    wrong = user_graph(CubeWithWrongRule())
+    assert ge.gradcheck(wrong, feed)                 # first derivatives agree at x = 1
+    report = ge.gradcheck(wrong, feed, order=2)
+    assert not report
+    bad = [row.leaf for row in report.rows if not row.ok]
+    assert bad == ["d2/dx dx"], str(report)
+
+
+def test_order_must_be_one_or_two():
+    with pytest.raises(GraphError, match="order must be 1 or 2, got 3"):
+        ge.gradcheck(user_graph(CubeWithRule()), FEED, order=3)

@@ -60,7 +60,24 @@ def every_gate():
     return g, {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(4, 3))}
 
 
-GRAPHS = [circuit, square, network, every_gate]
+def gradient_graph():
+    # the gradient graph of a gradient graph: holds every gate of backward passes
+    g, feed = every_gate()
+    h = ge.grad(g, "a")
+    h.set_output(h.sum(h.output))
+    h = ge.grad(h, "b")
+    h.set_output(h.sum(h.output))
+    return h, feed
+
+
+def weight_gradient_graph():
+    g, feed = every_gate()
+    h = ge.grad(g, "W")
+    h.set_output(h.sum(h.output))
+    return h, feed
+
+
+GRAPHS = [circuit, square, network, every_gate, gradient_graph, weight_gradient_graph]
 
 
 @pytest.mark.parametrize("make", GRAPHS, ids=lambda f: f.__name__)
@@ -79,8 +96,9 @@ def test_round_trip_gives_identical_forward_and_backward(make):
 
 
 def test_every_builtin_gate_is_covered_by_the_round_trip():
-    g, _ = every_gate()
-    assert sorted({n.gate.op for n in g.nodes("gate")}) == sorted(c.op for c in G.BUILTIN)
+    ops = {n.gate.op for make in (every_gate, gradient_graph, weight_gradient_graph)
+           for n in make()[0].nodes("gate")}
+    assert sorted(ops) == sorted(c.op for c in G.BUILTIN)
 
 
 def test_schema_of_the_circuit():
