@@ -18,7 +18,7 @@ __all__ = [
     "Gate", "GATES", "register",
     "AddGate", "SubtractGate", "MultiplyGate", "DivideGate", "MaxGate", "PowerGate",
     "NegateGate", "PowGate", "ExpGate", "LogGate", "SigmoidGate", "TanhGate", "ReluGate",
-    "MatMulGate", "SumGate", "MeanGate", "MSELoss", "SoftmaxCrossEntropy",
+    "MatMulGate", "TransposeGate", "SumGate", "MeanGate", "MSELoss", "SoftmaxCrossEntropy",
 ]
 
 _exp = math.exp
@@ -540,6 +540,25 @@ class MatMulGate(Gate):
     def jvp(self, a_dot, b_dot):
         out = np.matmul(a_dot, self.b) + np.matmul(self.a, b_dot)
         return float(out) if np.ndim(out) == 0 else out
+
+
+@register
+class TransposeGate(Gate):
+    """transpose: out = x with its last two axes swapped, d/dx = upstream swapped back"""
+
+    arity = 1
+    op, symbol = "transpose", "ᵀ"
+
+    def forward(self, x):
+        if np.ndim(x) < 2:
+            raise ValueError(f"transpose needs at least two dimensions, got shape {np.shape(x)}")
+        return _swap(x).copy()       # copies: no two nodes share an array
+
+    def backward(self, upstream):
+        return (_swap(upstream).copy(),)
+
+    def jvp(self, x_dot):
+        return _swap(x_dot).copy()
 
 
 def _check_axis(axis):
