@@ -95,8 +95,10 @@ def _torch_table():
             b.unsupported("class probabilities as targets (integer class indices only)")
         return b.g.softmax_cross_entropy(b.arg(input), b.arg(target), name=b.name)
 
-    def mse_loss(b, input, target, size_average=None, reduce=None, reduction="mean"):
-        if size_average is not None or reduce is not None or reduction != "mean":
+    def mse_loss(b, input, target, size_average=None, reduce=None, reduction="mean",
+                 weight=None):
+        if size_average is not None or reduce is not None or reduction != "mean" or \
+                weight is not None:
             b.unsupported("a reduction other than the mean")
         return b.g.mse(b.arg(input), b.arg(target), name=b.name)
 
