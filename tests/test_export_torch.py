@@ -210,3 +210,30 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_reaches_graphengine_trains_accuracy(monkeypatch):
+    # examples/ddp_digits.py: the digits MLP exported to torch, trained with
+    # DistributedDataParallel over two processes (gloo), brought back into graphengine;
+    # the spawned processes import the example and graphengine by the same path
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.syspath_prepend(str(ROOT))
+    import ddp_digits
+    g, history = ddp_digits.train_ddp(2)                 # graphengine train's defaults
+    reference, ref = ge.train.train_digits(quiet=True)
+    assert len(history) == 30
+    assert history[-1] == reference.val_accuracy[-1] >= 0.98
+    np.testing.assert_allclose(history, reference.val_accuracy, atol=2 / 359)
+    for p in g.parameters():                             # the same steps, summed in another order
+        np.testing.assert_allclose(p.value, ref[p.name].value, rtol=1e-6, atol=1e-8)
+    X, y, _, test = ddp_digits.split()
+    assert ddp_digits.accuracy(g, X[test], y[test]) == history[-1]
+    # back in graphengine: every value and gradient of one digit, drawn
+    g.forward(x=X[test[:1]], y=y[test[:1]])
+    grads = g.backward()
+    assert grads["W1"].shape == (64, 128) and np.abs(grads["x"]).max() > 0
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = g.draw()
+    assert len(ax.texts) > 0
