@@ -94,6 +94,7 @@ def worker(rank: int, world_size: int, options: dict, out: str | None) -> None:
         if rank == 0 and out is not None:
             state = {k: v.detach().cpu().numpy() for k, v in model.named_parameters()}
             np.savez(out, history=np.array(history), **state)
+        dist.barrier()        # leave together: gloo aborts a process whose peer is gone
     finally:
         dist.destroy_process_group()
 

@@ -196,8 +196,9 @@ def _module_class():
             return vals[self._out]
 
         def extra_repr(self):
-            return (f"inputs={', '.join(self.input_names)}; output={self.output_name}; "
-                    f"{len(self._steps)} gates")
+            params = ", ".join(f"{k} {tuple(p.shape)}" for k, p in self.named_parameters())
+            return (f"inputs: {', '.join(self.input_names)}; output: {self.output_name} "
+                    f"({len(self._steps)} gates); parameters: {params or 'none'}")
 
     GraphModule.__module__ = __name__
     GraphModule.__qualname__ = "GraphModule"
