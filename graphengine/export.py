@@ -26,7 +26,8 @@ from .errors import GraphError
 
 __all__ = ["to_torch", "to_onnx", "TORCH", "ONNX", "OnnxBuilder", "OPSET", "float_dtype"]
 
-OPSET = 18      # ReduceMean takes its axes as an input from opset 18 on
+OPSET = 18          # the default; ReduceMean takes its axes as an input from 18 on
+MIN_OPSET = 17
 
 
 def need(module: str, what: str, extra: str):
@@ -281,14 +282,15 @@ class OnnxBuilder:
     """What an ONNX rule adds to the model: ``node(op, inputs, **attributes)`` adds
     an operator and returns its output's name (``out`` names it), ``const(value)``
     adds a constant tensor of the graph's float type (``int64=True`` for axes and
-    shapes) and returns its name; ``elem`` is the graph's float element type and
-    ``values`` maps node names to their values (for shapes)."""
+    shapes) and returns its name; ``elem`` is the graph's float element type,
+    ``opset`` the model's, and ``values`` maps node names to their values (shapes)."""
 
-    def __init__(self, elem: int, values: dict):
+    def __init__(self, elem: int, values: dict, opset: int = OPSET):
         from onnx import helper, numpy_helper
 
         self._helper, self._numpy_helper = helper, numpy_helper
         self.elem = elem
+        self.opset = opset
         self.np_dtype = np.float32 if elem == 1 else np.float64
         self.values = values
         self.nodes = []
@@ -323,15 +325,16 @@ class OnnxBuilder:
         return name
 
 
-def _axes(b, gate):
-    return () if gate.axis is None else (b.const(np.atleast_1d(gate.axis), int64=True),)
-
-
 def _reduce_onnx(op):
     def rule(b, gate, x, out):
         if np.ndim(b.values[x]) == 0:      # nothing to reduce on a scalar
             return b.node("Identity", [x], out)
-        return b.node(op, [x, *_axes(b, gate)], out, keepdims=0)
+        if gate.axis is None:
+            return b.node(op, [x], out, keepdims=0)
+        axes = [int(a) for a in np.atleast_1d(gate.axis)]
+        if op == "ReduceMean" and b.opset < 18:   # an attribute before opset 18
+            return b.node(op, [x], out, keepdims=0, axes=axes)
+        return b.node(op, [x, b.const(axes, int64=True)], out, keepdims=0)
     return rule
 
 
@@ -429,7 +432,7 @@ def to_onnx(g, feed=None, *, opset: int = OPSET):
     feed : dict, optional
         Example values of the inputs, for their shapes.
     opset : int
-        The ONNX opset, 18 or later.
+        The ONNX opset, 17 or later (default 18).
 
     Returns
     -------
@@ -448,8 +451,8 @@ def to_onnx(g, feed=None, *, opset: int = OPSET):
     from onnx import TensorProto, helper, numpy_helper
 
     if isinstance(opset, bool) or not isinstance(opset, int) or \
-            not OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise GraphError(f"to_onnx: opset must be an integer from {OPSET} to "
+            not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise GraphError(f"to_onnx: opset must be an integer from {MIN_OPSET} to "
                          f"{onnx.defs.onnx_opset_version()}, got {opset!r}")
     plan = g.plan()
     rules = [(gate, ins, out, _rule(ONNX, gate, plan.names[out], "ONNX", "to_onnx"))
@@ -460,7 +463,7 @@ def to_onnx(g, feed=None, *, opset: int = OPSET):
     dtype = float_dtype([values[names[k]] for k, _ in plan.inputs + plan.stored
                          if names[k] not in labels])
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    b = OnnxBuilder(elem, values)
+    b = OnnxBuilder(elem, values, opset)
     b.int64_inputs = {name for _, name in plan.inputs if name in labels}
     b._names.update(names)
     inputs = []

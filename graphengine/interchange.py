@@ -177,7 +177,7 @@ class _FxBuilder:
                 self.unsupported(f"argument {key}={value!r}")
 
     def aux(self, what: str) -> str:
-        return f"{self.node.name}:{what}"
+        return f"{self.name}:{what}"
 
     def arg(self, a):
         if isinstance(a, Node):
@@ -274,6 +274,8 @@ def from_torch(fn, example_inputs: dict) -> ComputationalGraph:
     output = None
     for node in traced.graph.nodes:
         b.node, b.name = node, node.name
+        if node.op == "call_module" and node.target not in g:
+            b.name = node.target            # a module's output is named by its path
         b.target = getattr(node.target, "__name__", str(node.target))
         if node.op == "placeholder":
             b.env[node.name] = g.input(node.target)
