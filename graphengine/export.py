@@ -159,14 +159,14 @@ def _module_class():
                     leaves.append((plan.slot[node.name], "c", key))
             self._leaves = tuple(leaves)
 
-        def _tensor(self, name, v, device):
+        def _tensor(self, name, v, device, dtype):
             if not torch.is_tensor(v):
                 try:
                     v = torch.as_tensor(np.asarray(v, dtype=np.float64))
                 except (TypeError, ValueError):
                     raise GraphError(f"input {name!r}: expected numbers, got "
                                      f"{type(v).__name__}") from None
-            return v.to(device=device, dtype=self.dtype)
+            return v.to(device=device, dtype=dtype)
 
         def forward(self, *args, **inputs):
             if len(args) > len(self.input_names):
@@ -180,14 +180,16 @@ def _module_class():
             if unknown:
                 raise GraphError(f"{unknown[0]!r} is not an input of the graph; its inputs "
                                  f"are {', '.join(self.input_names) or 'none'}")
-            device = next((t.device for t in self.parameters()),
-                          next((t.device for t in self.buffers()), torch.device("cpu")))
+            # inputs follow the parameters, wherever .to() has moved them
+            ref = next(self.parameters(), next(self.buffers(), None))
+            device = ref.device if ref is not None else torch.device("cpu")
+            dtype = ref.dtype if ref is not None and ref.is_floating_point() else self.dtype
             vals = [None] * self._size
             for slot, name in self._inputs:
                 if name not in inputs:
                     raise GraphError(f"input {name!r} needs a value: the output "
                                      f"{self.output_name!r} depends on it")
-                vals[slot] = self._tensor(name, inputs[name], device)
+                vals[slot] = self._tensor(name, inputs[name], device, dtype)
             for slot, kind, key in self._leaves:
                 vals[slot] = (self.get_parameter(key) if kind == "p"
                               else self.constants.get_buffer(key))
@@ -248,7 +250,9 @@ def to_torch(g, dtype=None):
     ``DistributedDataParallel``; constants are buffers. Inputs are cast to the
     module's dtype: float64, or float32 when the graph's arrays are float32 (or
     ``dtype``, a ``torch.dtype``). Softmax cross-entropy takes its labels as
-    numbers and rounds them to class indices as graphengine does.
+    numbers holding class indices, as graphengine does. Parameters the
+    output does not depend on are there too (``DistributedDataParallel`` then needs
+    ``find_unused_parameters=True``).
 
     Parameters
     ----------

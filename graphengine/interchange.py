@@ -1,9 +1,9 @@
 """Import from other engines: a function or ``torch.nn.Module`` traced with
 ``torch.fx`` (``from_torch``), and an ONNX model (``from_onnx``), built into gates.
 
-Both read a description and build gates from it; neither runs anything it is given:
-``from_torch`` traces symbolically (the function sees proxies, not data) and
-``from_onnx`` parses the protobuf, validates it and never executes an operator.
+``from_torch`` traces the caller's own code symbolically, runs it once on the example
+inputs (for shapes, and to check the gates give torch's output), and builds gates;
+``from_onnx`` parses a file's protobuf, validates it and never executes an operator.
 Each target's operations are one table here (operation -> builder); anything else is
 a ``GraphError`` naming the operation and where it is. A failed import leaves
 nothing behind: the graph is returned only when every node was built.
@@ -11,7 +11,6 @@ nothing behind: the graph is returned only when every node was built.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import operator
@@ -52,15 +51,13 @@ def _torch_table():
 
     def pow_(b, x, p, **kw):
         b.no_kwargs(kw)
-        if isinstance(p, (int, float)) and not isinstance(p, bool):
-            if isinstance(x, (int, float)):
-                return b.g.power(b.arg(x), b.arg(p), name=b.name)
-            return b.g.pow(b.arg(x), p, name=b.name)
+        if isinstance(x, b.fx.Node) and isinstance(p, (int, float)) and not isinstance(p, bool):
+            return b.g.pow(b.arg(x), p, name=b.name)          # a number exponent
         return b.g.power(b.arg(x), b.arg(p), name=b.name)
 
     def maximum(b, x, y=None, **kw):
-        if y is None or not isinstance(y, b.fx.Node) and not isinstance(y, (int, float)):
-            b.unsupported("a reduction (torch.max with one tensor)")
+        if not isinstance(y, b.fx.Node):       # torch.max(x) or torch.max(x, dim)
+            b.unsupported("a reduction (torch.max without a second tensor)")
         b.no_kwargs(kw)
         return b.g.max(b.arg(x), b.arg(y), name=b.name)
 
@@ -198,15 +195,6 @@ class _FxBuilder:
         return self.examples[a.name].ndim if isinstance(a, self.fx.Node) else 0
 
 
-def _signature_names(fn, module_type) -> list:
-    target = fn.forward if isinstance(fn, module_type) else fn
-    try:
-        params = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
 def from_torch(fn, example_inputs: dict) -> ComputationalGraph:
     """Trace a function or ``torch.nn.Module`` with ``torch.fx`` into a graph of gates.
 
@@ -322,7 +310,14 @@ def from_torch(fn, example_inputs: dict) -> ComputationalGraph:
         raise GraphError("from_torch: the function returns no computed tensor")
     g.set_output(output)
     feed = {n.target: _numpy(example_inputs[n.target]) for n in placeholders}
-    g.forward(feed)
+    value = g.forward(feed)
+    want = interp_values[result.name]
+    want = want.detach().cpu().numpy() if torch.is_tensor(want) else np.asarray(want)
+    close = np.shape(value) == want.shape and np.allclose(
+        value, want, rtol=1e-4 if want.dtype == np.float32 else 1e-9, atol=1e-6, equal_nan=True)
+    if not close:          # a mapping that missed a detail must not pass silently
+        raise GraphError(f"from_torch: the gates give {value!r} where torch gives {want!r} "
+                         f"on example_inputs; please report this as a bug")
     return g
 
 

@@ -182,6 +182,8 @@ def test_the_module_pickles_and_moves_its_parameters_with_it():
     assert torch.equal(again(**feed), m(**feed))
     state = m.state_dict()
     assert sorted(state) == ["W1", "W2", "b1", "b2"]
+    m.float()                                      # inputs follow the parameters' dtype
+    assert m(**feed).dtype == torch.float32
 
 
 def test_export_is_there_without_torch_and_onnx_and_names_them():

@@ -136,6 +136,8 @@ def test_float32_modules_stay_float32():
     (lambda x: x.view(-1), {"x": A}, r"the tensor method \.view\(\) has no matching gate"),
     (lambda x: x.sum(0, keepdim=True), {"x": A}, "keepdim=True has no matching gate"),
     (lambda x: torch.max(x), {"x": A}, "a reduction"),
+    (lambda x: torch.max(x, 1), {"x": A}, "a reduction"),
+    (lambda x: torch.max(x, 1)[0], {"x": A}, "a reduction|getitem"),
     (lambda x: torch.add(x, x, alpha=2), {"x": A}, "argument alpha=2"),
     (lambda z: F.cross_entropy(z, z), {"z": A}, "class probabilities as targets"),
     (torch.nn.Sequential(torch.nn.Conv1d(1, 1, 1)), {"input": np.ones((1, 1, 3))},
