@@ -334,7 +334,7 @@ def _call(b, rule, args, kwargs, *lead):
     try:
         return rule(b, *lead, *args, **kwargs)
     except TypeError as exc:
-        b.unsupported(f"these arguments ({exc})")
+        b.unsupported(f"a call with these arguments ({exc})")
     except GraphError as exc:
         if str(exc).startswith("from_torch"):
             raise
@@ -452,6 +452,8 @@ def _onnx_table():
             return b.tensor(x)
         if to in (6, 7):                       # INT32, INT64: class labels
             if isinstance(v, _Static):
+                if not np.all(np.abs(v.value) < 2.0 ** 62):       # NaN fails too
+                    b.fail(f"{x!r} holds values that are no integers")
                 return _Static(v.value.astype(np.int64), v.name)
             if isinstance(v, _Labels):
                 return v
@@ -591,6 +593,15 @@ def _read_model(model):
     return proto
 
 
+def _type_name(elem: int) -> str:
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem)
+    except ValueError:
+        return f"number {elem} (unknown)"
+
+
 def _elements(dims, what: str) -> int:
     n = 1
     for d in dims:
@@ -625,7 +636,7 @@ def _check(model):
                              "external file, which is never read")
         if t.data_type not in FLOATS and t.data_type not in INTS:
             raise GraphError(f"from_onnx: initializer {t.name!r} has element type "
-                             f"{onnx.TensorProto.DataType.Name(t.data_type)}; expected "
+                             f"{_type_name(t.data_type)}; expected "
                              "FLOAT, DOUBLE, INT32 or INT64")
         total += _elements(t.dims, f"initializer {t.name!r}")
         if total > MAX_ELEMENTS:
@@ -639,7 +650,7 @@ def _check(model):
         elem = v.type.tensor_type.elem_type
         if elem not in FLOATS and elem not in INTS:
             raise GraphError(f"from_onnx: {v.name!r} has element type "
-                             f"{onnx.TensorProto.DataType.Name(elem)}; expected FLOAT, "
+                             f"{_type_name(elem)}; expected FLOAT, "
                              "DOUBLE, INT32 or INT64")
         dims = [d.dim_value for d in v.type.tensor_type.shape.dim if d.HasField("dim_value")]
         _elements(dims, f"tensor {v.name!r}")

@@ -236,3 +236,28 @@ print("onnxruntime" in sys.modules)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_damaged_files_are_graph_errors_or_graphs():
+    # random bytes changed in a model using most operators: whatever the damage,
+    # loading gives a graph or a GraphError, never another exception or a warning
+    g = ComputationalGraph()
+    a, b = g.input("a"), g.input("b")
+    s = g.div(g.sub(g.max(a, b), g.neg(b)), g.exp(g.tanh(a)))
+    t = g.power(g.relu(b) + g.sigmoid(a), g.log(g.pow(a, 2) + 1.0))
+    u = g.sum(g.mean(g.matmul(s * t, g.op("transpose", g.parameter("W", np.ones((2, 3))))),
+                     axis=0))
+    g.add(u + g.softmax_cross_entropy(s, g.constant([0, 2, 1, 1])), g.mse(t, 0.5))
+    data = export.to_onnx(g, {"a": X, "b": X}).SerializeToString()
+    fuzz = np.random.default_rng(0)
+    outcomes = {"graph": 0, "error": 0}
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(fuzz.integers(1, 4)):
+            damaged[fuzz.integers(len(damaged))] = fuzz.integers(256)
+        try:
+            ComputationalGraph.from_onnx(bytes(damaged))
+            outcomes["graph"] += 1
+        except GraphError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 100 and outcomes["graph"] > 10
