@@ -6,7 +6,7 @@ DistributedDataParallel, and its trained parameters brought back into graphengin
 
 The same worker runs under torchrun, on GPUs (NCCL) and on several machines:
 
-    torchrun --nproc-per-node=4 examples/ddp_digits.py
+    torchrun --nproc-per-node=4 examples/ddp_digits.py --save trained.npz
     torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d \\
              --rdzv-endpoint=HOST:29400 examples/ddp_digits.py
 
@@ -14,7 +14,8 @@ The network, the split, the optimizer and the order of the minibatches are those
 ``graphengine train`` (``ge.train.train_digits``): each global minibatch of 32 rows
 is cut into one shard per process, each process's loss is weighted by its share of
 the rows, and DDP averages the gradients, so every step is the step graphengine takes
-on the whole minibatch and the held-out accuracy is the same.
+on the whole minibatch and the held-out accuracy is the same. ``--save`` keeps the
+trained parameters (``np.load``; set each ``g[name].value`` of ``build()``'s graph).
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def accuracy(g: ge.ComputationalGraph, X, y) -> float:
     return ge.train.evaluate(g, X, y)[1]
 
 
-def worker(rank: int, world_size: int, options: dict, out: str | None) -> None:
-    """One DDP process: train the exported MLP on its shard of every minibatch."""
+def worker(rank: int, world_size: int, options: dict, out: str | None) -> list:
+    """One DDP process: train the exported MLP on its shard of every minibatch.
+    Rank 0 returns the held-out accuracy after each epoch and saves the trained
+    parameters (and that history) to the .npz file ``out``."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -97,6 +100,7 @@ def worker(rank: int, world_size: int, options: dict, out: str | None) -> None:
         dist.barrier()        # leave together: gloo aborts a process whose peer is gone
     finally:
         dist.destroy_process_group()
+    return history
 
 
 def _free_port() -> int:
@@ -135,11 +139,17 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", metavar="FILE.npz",
+                        help="under torchrun: where rank 0 saves the trained parameters")
     args = parser.parse_args(argv)
     options = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                    hidden=args.hidden, seed=args.seed, momentum=0.9)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:     # launched by torchrun
-        worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), options, None)
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        history = worker(rank, world_size, options, args.save)
+        if rank == 0:
+            print(f"DDP over {world_size} processes: held-out accuracy {history[-1]:.4f}"
+                  + (f"; parameters saved to {args.save}" if args.save else ""))
         return 0
     g, history = train_ddp(args.world_size, **options)
     X, y, _, test = split(args.seed)
