@@ -20,6 +20,8 @@ import os
 import sys
 import warnings
 
+import numpy as np
+
 from .errors import GraphError
 
 
@@ -38,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="values and gradients of a formula, "
                                              "with each input's gradient as a sum over paths")
-    explain.add_argument("expression", help='a formula such as "(x + y) * z"')
+    explain.add_argument("expression", help='a formula such as "(x + y) * z", or an .onnx file')
     explain.add_argument("--at", nargs="+", default=[], metavar="NAME=VALUE",
                          help="a value for every input of the formula")
     explain.add_argument("--draw", metavar="FILE",
@@ -49,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--grad-draw", metavar="FILE",
                          help="with --grad: draw that gradient circuit to a file")
     explain.set_defaults(run=cmd_explain)
+
+    export = sub.add_parser("export", help="write a graph saved as JSON (g.to_json()) as an "
+                                           "ONNX model")
+    export.add_argument("graph", help="a .json file written by g.to_json()")
+    export.add_argument("--to", required=True, metavar="FILE", help="the .onnx file to write")
+    export.add_argument("--shape", nargs="+", default=[], metavar="NAME=D1xD2...",
+                        help="an input's shape, such as x=32x64 (default: a scalar)")
+    export.set_defaults(run=cmd_export)
 
     train = sub.add_parser("train", help="train an MLP on the 8x8 digits data")
     train.add_argument("--epochs", type=int, default=30)
@@ -89,13 +99,11 @@ def _num(v) -> str:
 
 
 def cmd_explain(args) -> int:
-    from .graph import ComputationalGraph
-
     if args.draw is not None:
         _check_output(args.draw, "--draw")
     if args.grad_draw is not None:
         _check_output(args.grad_draw, "--grad-draw")
-    g = ComputationalGraph.from_expression(args.expression)
+    g = _load(args.expression)
     feed = _parse_at(args.at)
     names = [n.name for n in g.inputs()]
     unknown = [k for k in feed if k not in names]
@@ -146,6 +154,18 @@ def _explain_grad(g, feed, out, args) -> None:
     if args.grad_draw is not None:
         _draw_to(h, args.grad_draw)
         print(f"\ndrew the gradient circuit to {args.grad_draw}")
+
+
+def _load(text: str):
+    # a formula, or an ONNX model's file (`graphengine explain model.onnx --at ...`)
+    from .graph import ComputationalGraph
+
+    if text.strip().lower().endswith(".onnx"):
+        try:
+            return ComputationalGraph.from_onnx(text.strip())
+        except ImportError as exc:          # onnx is an extra: say how to get it
+            raise GraphError(str(exc)) from None
+    return ComputationalGraph.from_expression(text)
 
 
 def _draw_to(g, path: str) -> None:
@@ -217,6 +237,59 @@ def _save(fig, path: str, option: str, **options) -> None:
                              f"({cause.strerror or cause})") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GraphError(f"{option} {path}: matplotlib could not save it: {first}") from None
+
+
+# ---------------------------------------------------------------- export
+
+MAX_JSON_BYTES = 64 * 2 ** 20
+
+
+def cmd_export(args) -> int:
+    from .export import to_onnx
+    from .graph import ComputationalGraph
+
+    if not args.to.lower().endswith(".onnx"):
+        raise GraphError(f"--to {args.to}: expected a file name ending in .onnx")
+    try:
+        with open(args.graph, encoding="utf-8") as fh:
+            text = fh.read(MAX_JSON_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(f"cannot read {args.graph}: {getattr(exc, 'strerror', exc)}") \
+            from None
+    if len(text) > MAX_JSON_BYTES:
+        raise GraphError(f"{args.graph} is larger than {MAX_JSON_BYTES} bytes")
+    g = ComputationalGraph.from_json(text)
+    shapes = {}
+    for item in args.shape:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split("x")) if dims else ()
+        except ValueError:
+            raise GraphError(f"--shape wants NAME=D1xD2..., such as x=32x64, got "
+                             f"{item!r}") from None
+        if any(d < 1 or d > 2 ** 20 for d in shapes[name]):
+            raise GraphError(f"--shape {item}: dimensions must be from 1 to {2 ** 20}")
+    names = [n.name for n in g.inputs()]
+    unknown = [k for k in shapes if k not in names]
+    if unknown:
+        raise GraphError(f"--shape {unknown[0]}: the graph has no input {unknown[0]!r}; its "
+                         f"inputs are {', '.join(names) or 'none'}")
+    # example values of those shapes (ones: every class label 1 and every log finite)
+    feed = {k: np.ones(shapes.get(k, ())) if shapes.get(k) else 1.0 for k in names
+            if k in g.plan().slot}
+    try:
+        model = to_onnx(g, feed)
+    except ImportError as exc:              # onnx is an extra: say how to get it
+        raise GraphError(str(exc)) from None
+    try:
+        with open(args.to, "wb") as fh:
+            fh.write(model.SerializeToString())
+    except OSError as exc:
+        raise GraphError(f"--to {args.to}: cannot write the file ({exc.strerror})") from None
+    print(f"wrote {args.to}: {len(model.graph.node)} ONNX operators, inputs "
+          + ", ".join(f"{i.name} {[d.dim_value for d in i.type.tensor_type.shape.dim]}"
+                      for i in model.graph.input))
+    return 0
 
 
 # ---------------------------------------------------------------- train

@@ -18,7 +18,7 @@ __all__ = [
     "Gate", "GATES", "register",
     "AddGate", "SubtractGate", "MultiplyGate", "DivideGate", "MaxGate", "PowerGate",
     "NegateGate", "PowGate", "ExpGate", "LogGate", "SigmoidGate", "TanhGate", "ReluGate",
-    "MatMulGate", "SumGate", "MeanGate", "MSELoss", "SoftmaxCrossEntropy",
+    "MatMulGate", "TransposeGate", "SumGate", "MeanGate", "MSELoss", "SoftmaxCrossEntropy",
     "SumToGate", "BroadcastToGate", "SpreadGate", "RowSumGate", "StepGate", "MaxMaskGate",
     "SigmoidGradGate", "SoftmaxGate", "OneHotGate", "MatMulGradA", "MatMulGradB", "SeedGate",
     "sum_to",
@@ -643,6 +643,28 @@ class MatMulGate(Gate):
         a, b = inputs
         return (g.apply(MatMulGradA(), upstream, b, a),
                 g.apply(MatMulGradB(), a, upstream, b))
+
+
+@register
+class TransposeGate(Gate):
+    """transpose: out = x with its last two axes swapped, d/dx = upstream swapped back"""
+
+    arity = 1
+    op, symbol = "transpose", "ᵀ"
+
+    def forward(self, x):
+        if np.ndim(x) < 2:
+            raise ValueError(f"transpose needs at least two dimensions, got shape {np.shape(x)}")
+        return _swap(x).copy()       # copies: no two nodes share an array
+
+    def backward(self, upstream):
+        return (_swap(upstream).copy(),)
+
+    def jvp(self, x_dot):
+        return _swap(x_dot).copy()
+
+    def backward_gates(self, g, inputs, out, upstream):
+        return (g.apply(TransposeGate(), upstream),)
 
 
 def _check_axis(axis):

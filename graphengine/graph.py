@@ -787,6 +787,47 @@ class ComputationalGraph:
         return from_expression(text)
 
     @classmethod
+    def from_torch(cls, fn, example_inputs: dict) -> ComputationalGraph:
+        """Trace a function or ``torch.nn.Module`` with ``torch.fx`` into a graph of gates.
+
+        ``example_inputs`` maps the argument names of ``fn`` (or of its ``forward``;
+        ``input`` for an ``nn.Sequential``) to example arrays or tensors; they become
+        inputs of those names, fed with the examples. A module's parameters become
+        parameters named as in its ``named_parameters()``. Values and gradients equal
+        torch's; an operation with no matching gate is a GraphError naming it and its
+        fx node. Needs torch (``pip install 'graphengine[torch]'``).
+
+        >>> import torch
+        >>> g = ComputationalGraph.from_torch(lambda x: torch.sigmoid(x) * 2, {"x": 0.0})
+        >>> g.forward(x=0.0)
+        1.0
+        """
+        from .interchange import from_torch
+        return from_torch(fn, example_inputs)
+
+    @classmethod
+    def from_onnx(cls, model) -> ComputationalGraph:
+        """Build an ONNX model (a ``ModelProto``, bytes or a file path) into gates.
+
+        Initializers become parameters (constants, for a model from ``to_onnx``),
+        graph inputs become inputs, and each operator its gates (Add, Sub, Mul, Div,
+        Pow, Max, Neg, Exp, Log, Sigmoid, Tanh, Relu, MatMul, Gemm, Transpose,
+        ReduceSum, ReduceMean, SoftmaxCrossEntropyLoss, ...). The model is parsed and
+        validated (``onnx.checker``, opset 13 or later, element types, sizes within
+        ``interchange.MAX_ONNX_BYTES`` and ``MAX_ELEMENTS``); nothing in it is ever
+        executed. An unsupported operator or a malformed file is a GraphError.
+        Needs onnx (``pip install 'graphengine[onnx]'``).
+
+        >>> import graphengine as ge
+        >>> g = ComputationalGraph(); f = g.tanh(g.input("x") * 2.0, name="f")
+        >>> h = ComputationalGraph.from_onnx(ge.export.to_onnx(g, feed={"x": 0.0}))
+        >>> h.forward(x=0.0), [n.kind for n in h.nodes()]
+        (0.0, ['input', 'constant', 'gate', 'gate'])
+        """
+        from .interchange import from_onnx
+        return from_onnx(model)
+
+    @classmethod
     def from_dag(cls, dag: nx.MultiDiGraph) -> ComputationalGraph:
         """Rebuild an engine graph from a MultiDiGraph shaped like ``g.dag``.
 

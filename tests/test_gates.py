@@ -157,6 +157,10 @@ for id, sa, sb in [("mat-mat", (3, 4), (4, 2)), ("vec-mat", (4,), (4, 2)),
                 unbroadcast(gb, b2.shape).reshape(b.shape)]
     row(f"matmul-{id}", G.MatMulGate, [normal(*sa), normal(*sb)], np.matmul, mm_grads)
 
+for id, shape in [("matrix", (3, 4)), ("batch", (2, 3, 4))]:
+    row(f"transpose-{id}", G.TransposeGate, [normal(*shape)],
+        lambda x: np.swapaxes(x, -1, -2), lambda x, g: [np.swapaxes(g, -1, -2)])
+
 for axis in [None, 0, 1, -1, (0, 2)]:
     shape = (2, 3, 4)
     def red_grad(x, g, axis=axis, mean=False):
