@@ -8,7 +8,7 @@
 -12.0
 """
 
-from . import datasets, nn, optim, testing, train
+from . import datasets, draw, nn, optim, testing, train
 from .errors import GraphError
 from .gates import GATES, Gate, register
 from .gradcheck import gradcheck
@@ -17,4 +17,4 @@ from .graph import ComputationalGraph, Node
 __version__ = "0.1.0"
 
 __all__ = ["ComputationalGraph", "Node", "Gate", "GraphError", "GATES", "register",
-           "gradcheck", "datasets", "nn", "optim", "testing", "train"]
+           "gradcheck", "datasets", "draw", "nn", "optim", "testing", "train"]
