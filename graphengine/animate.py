@@ -261,24 +261,64 @@ def _frames(g, tangents, title):
     return fig, show, count
 
 
-def _animate(g, path, tangents, interval, title):
-    if path is not None:
-        path = str(path)
-        if not path.lower().endswith((".gif", ".html")):
-            raise GraphError(f"animation {path}: expected a file name ending in .gif or .html")
-    from .draw import _need_libraries
+class Animation:
+    """The frames of ``draw(step=k)`` for every k, as matplotlib's FuncAnimation:
+    ``save(path)`` writes a GIF or an HTML page, ``to_jshtml()`` gives the HTML, and in
+    Jupyter the object shows itself as a player."""
 
-    _need_libraries("an animation")
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    def __init__(self, g, tangents, interval, title):
+        from .draw import _need_libraries
 
-    fig, show, count = _frames(g, tangents, title)
-    anim = FuncAnimation(fig, show, frames=range(count + 1), interval=interval, blit=False)
-    if path is not None:
+        _need_libraries("an animation")
+        self.fig, self._show, self.count = _frames(g, tangents, title)
+        self.interval = interval
+
+    @property
+    def anim(self):
+        """The matplotlib ``FuncAnimation`` (made on first use)."""
+        from matplotlib.animation import FuncAnimation
+
+        if not hasattr(self, "_anim"):
+            self._anim = FuncAnimation(self.fig, self._show, frames=range(self.count + 1),
+                                       interval=self.interval, blit=False)
+        return self._anim
+
+    def frame(self, k: int):
+        """The figure showing step k."""
+        self._show(k)
+        return self.fig
+
+    def save(self, path) -> None:
+        """Write a ``.gif`` (Pillow; loops) or a ``.html`` page with play controls."""
+        path = _check_path(path)
+        from matplotlib.animation import PillowWriter
+
         if path.lower().endswith(".gif"):
-            anim.save(path, writer=PillowWriter(fps=1000.0 / interval), dpi=100)
+            self.anim.save(path, writer=PillowWriter(fps=1000.0 / self.interval), dpi=100)
         else:
             with open(path, "w", encoding="utf-8") as f:
-                f.write(anim.to_jshtml(default_mode="once"))
+                f.write(self.to_jshtml())
+
+    def to_jshtml(self) -> str:
+        return self.anim.to_jshtml(default_mode="once")
+
+    def _repr_html_(self):
+        return self.to_jshtml()
+
+
+def _check_path(path):
+    path = str(path)
+    if not path.lower().endswith((".gif", ".html")):
+        raise GraphError(f"animation {path}: expected a file name ending in .gif or .html")
+    return path
+
+
+def _animate(g, path, tangents, interval, title):
+    if path is not None:
+        _check_path(path)
+    anim = Animation(g, tangents, interval, title)
+    if path is not None:
+        anim.save(path)
     return anim
 
 
@@ -297,8 +337,9 @@ def animate_backward(g, path=None, *, interval: int = 1500, title: str | None = 
 
     Returns
     -------
-    matplotlib.animation.FuncAnimation
-        In Jupyter: ``IPython.display.HTML(anim.to_jshtml())``.
+    Animation
+        ``.save(path)``, ``.to_jshtml()``, ``.frame(k)``, ``.anim`` (matplotlib's
+        FuncAnimation); as a Jupyter cell's value it shows as a player.
 
     Examples
     --------

@@ -27,12 +27,14 @@ from .errors import GraphError
 __all__ = ["draw", "figure", "to_dot", "repr_svg", "animate_backward", "animate_tangents",
            "stepper", "fmt"]
 
-MAX_NODES = 60          # beyond this a drawing shows the nodes nearest the output
+MAX_NODES = 60          # beyond this a drawing shows the nodes nearest the output:
+OVERVIEW_DEPTH = 12     # at most this many steps of inputs away from it
 COMPACT_AFTER = 150     # drawing more nodes than this leaves out the numbers
 MAX_INCHES = 60.0       # a figure larger than this is scaled down
 GREEN, RED, BLUE, GREY = "#1a8a1a", "#c62828", "#1565c0", "#666666"
 ORANGE = "#ef6c00"      # the gate of the current step
-FONT, SMALL, SYMBOL = 9.0, 7.5, 11.0
+FONT, SMALL, SYMBOL, MARK = 9.0, 7.5, 11.0, 8.0
+MARK_LIFT = 0.07        # inches between a gate with operand marks and its labels
 KINDS = {   # facecolor, edgecolor, linestyle
     "input": ("#dbe9fb", "#1f3b63", "-"),
     "parameter": ("#ffe0b2", "#8a4b00", "-"),
@@ -130,14 +132,16 @@ def _output_name(g):
 
 def _select(g, max_nodes):
     """The nodes to draw, in insertion (topological) order: all of them, or the
-    max_nodes nearest the output (breadth first over inputs) with a note saying so."""
+    max_nodes nearest the output (breadth first over inputs, at most OVERVIEW_DEPTH
+    steps away, so a long chain stays readable) with a note saying so."""
     dag = g.dag
     if max_nodes is None or len(g) <= max_nodes:
         return list(dag), None
     out = _output_name(g)
     start = [out] if out is not None else [v for v, s in dag.succ.items() if not s][:max_nodes]
-    chosen, frontier = dict.fromkeys(start), start
-    while frontier and len(chosen) < max_nodes:
+    chosen, frontier, depth = dict.fromkeys(start), start, 0
+    while frontier and len(chosen) < max_nodes and depth < OVERVIEW_DEPTH:
+        depth += 1
         nxt = []
         for v in frontier:
             for u in dag.pred[v]:
@@ -344,9 +348,10 @@ def _place(sc):
     lanes = {}
     for _, v, s in sc.edges:
         letter = sc.slot_letters(v, s)
-        if letter:
-            k = layer[v]
-            lanes[k] = max(lanes.get(k, 0.0), _measure(letter, SMALL)[0] + 0.08)
+        if letter:             # operand marks sit just left of the node's ports
+            b = boxes[v]
+            b.marks = max(b.marks, _measure(letter, MARK)[0] + 0.14)
+            b.lift = MARK_LIFT
     for v, _ in sc.cut:
         lanes[layer[v]] = max(lanes.get(layer[v], 0.0), L.LANE)
     return L.arrange(nodes, sc.edges, sc.cut, boxes, layer, place, routes, lanes)
@@ -387,12 +392,12 @@ def _frame(sc, lay, title):
         ch = max(_measure("\n".join(c), FONT)[1] for c in caps if c)
         cw = max(_measure("\n".join(c), FONT)[0] for c in caps if c)
         widths.append(cw)
-        lines.append(("caption", "\n".join(sc.caption), y, FONT, "#000000"))
+        lines.append(("caption", 0, y, FONT, "#000000"))
         y -= ch + 0.12
-    for note in sc.notes:
+    for i, note in enumerate(sc.notes):
         w, h = _measure(note, SMALL)
         widths.append(w)
-        lines.append(("note", note, y, SMALL, GREY))
+        lines.append(("note", i, y, SMALL, GREY))
         y -= h + 0.06
     _, legend = _bands(sc, title)
     items, lx = [], x0
@@ -509,7 +514,7 @@ def _render(sc, lay, frame, ax, title):
 
     fig = ax.figure
     (xa, xb), (ya, yb) = frame["xlim"], frame["ylim"]
-    bbox = ax.get_position()
+    bbox = ax.get_position(original=True)
     fw, fh = fig.get_size_inches()
     s = min(bbox.width * fw / (xb - xa), bbox.height * fh / (yb - ya))
     g = sc.g
@@ -537,7 +542,7 @@ def _render(sc, lay, frame, ax, title):
         ax.add_patch(patch)
         text(x, y, sc.box_text[v], SYMBOL if b.ellipse else FONT, f"label:{v}", va="center",
              color="#555555" if node.kind == "constant" else "black")
-        top = y + b.h / 2 + L.PAD
+        top = y + b.h / 2 + L.PAD + b.lift
         if sc.above.get(v):
             t = text(x, top, sc.above[v], FONT, f"label:{v}", va="bottom", color=GREEN)
             top += _measure(sc.above[v], FONT)[1] + 0.03
@@ -545,7 +550,7 @@ def _render(sc, lay, frame, ax, title):
         if sc.name.get(v):
             text(x, top, sc.name[v], SMALL, f"label:{v}", va="bottom", color=GREY)
         if sc.below.get(v):
-            text(x, y - b.h / 2 - L.PAD, sc.below[v], FONT, f"label:{v}", va="top",
+            text(x, y - b.h / 2 - L.PAD - b.lift, sc.below[v], FONT, f"label:{v}", va="top",
                  color=sc.below_color.get(v, RED),
                  fontweight="bold" if v in sc.bold else "normal")
     for u, v, slot, verts, codes in lay.edges:
@@ -559,15 +564,16 @@ def _render(sc, lay, frame, ax, title):
         ax.add_patch(arrow)
         letter = sc.slot_letters(v, slot)
         if letter:
-            lx = lay.lanes[lay.layer[v]]
             px, py = lay.ports[(v, slot)]
             upper = py >= lay.pos[v][1]
-            text(lx, py + (0.025 if upper else -0.025), letter, SMALL, f"port:{v}",
-                 va="bottom" if upper else "top", color="#5d4037", style="italic")
+            text(px - 0.11, py + (0.015 if upper else -0.015), letter, MARK, f"port:{v}",
+                 va="bottom" if upper else "top", ha="right", color="#5d4037",
+                 style="italic")
     if frame["title_at"] is not None:
         text((xa + xb) / 2, frame["title_at"], title, 11.0, "title", va="bottom")
     x0 = lay.extent[0]
-    for gid, t, y, size, color in frame["lines"]:
+    for gid, i, y, size, color in frame["lines"]:     # this scene's texts, the frame's places
+        t = "\n".join(sc.caption) if gid == "caption" else sc.notes[i]
         text(x0, y, t, size, gid, va="top", ha="left", color=color)
     ly = frame["legend_y"]
     for label, lx in frame["legend"]:

@@ -35,6 +35,8 @@ class Box:
     above: tuple = (0.0, 0.0)     # width, height
     below: tuple = (0.0, 0.0)
     ellipse: bool = False
+    marks: float = 0.0            # room left of the node for operand marks
+    lift: float = 0.0             # extra room between the node and its labels
 
 
 @dataclass
@@ -117,6 +119,25 @@ def spread(prefs, gaps) -> list:
     return [q + c for q, c in zip(fitted, offset, strict=True)]
 
 
+def operand_order(edges, routes, pref) -> None:
+    """Where a gate's inputs come straight from the layer before it and feed nothing
+    else, put them in slot order, first on top (so 1 of 1/(1+e) sits above 1+e),
+    by swapping their positions."""
+    uses = {}
+    for u, _, _ in edges:
+        uses[u] = uses.get(u, 0) + 1
+    into = {}
+    for i, ((u, v, s), route) in enumerate(zip(edges, routes, strict=True)):
+        last = (i, len(route) - 1) if route else u
+        into.setdefault(v, []).append((s, last, bool(route) or uses[u] == 1))
+    for ins in into.values():
+        keys = [k for _, k, _ in ins]
+        if len(ins) > 1 and all(own for *_, own in ins) and len(set(keys)) == len(keys):
+            spots = sorted(pref[k] for k in keys)
+            for (_, k, _), p in zip(sorted(ins, key=lambda t: t[0]), spots, strict=True):
+                pref[k] = p
+
+
 def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes) -> Layout:
     """Coordinates in inches from a Sugiyama placement.
 
@@ -131,21 +152,27 @@ def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes) -> Layout:
     col_w = [0.0] * n_layers
     for v in nodes:
         b = boxes[v]
-        col_w[layer[v]] = max(col_w[layer[v]], b.w, b.above[0], b.below[0])
+        col_w[layer[v]] = max(col_w[layer[v]], b.w + 2 * b.marks, b.above[0], b.below[0])
     lane = [lanes.get(k, 0.0) for k in range(n_layers)]
 
     def reach(b):           # above and below a node's centre, labels included
-        return (max(b.h / 2 + PAD + b.above[1], 0.28), max(b.h / 2 + PAD + b.below[1], 0.28))
+        pad = b.h / 2 + PAD + b.lift
+        return (max(pad + b.above[1], 0.28), max(pad + b.below[1], 0.28))
 
     sizes = sorted(sum(reach(boxes[v])) for v in nodes) or [0.6]
     unit = sizes[len(sizes) // 2] + ROW_PAD      # inches per unit of igraph's positions
+    pref = dict(place)
+    for i, route in enumerate(routes):
+        for j, (p, _) in enumerate(route):
+            pref[(i, j)] = p
+    operand_order(edges, routes, pref)
     items = [[] for _ in range(n_layers)]        # (igraph position, key, up, down)
     for v in nodes:
         up, down = reach(boxes[v])
-        items[layer[v]].append((place[v], 0, v, up, down))
+        items[layer[v]].append((pref[v], 0, v, up, down))
     for i, route in enumerate(routes):
-        for j, (p, k) in enumerate(route):
-            items[int(k)].append((p, 1, (i, j), 0.05, 0.05))
+        for j, (_, k) in enumerate(route):
+            items[int(k)].append((pref[(i, j)], 1, (i, j), 0.05, 0.05))
     height = {}
     for column in items:
         column.sort(key=lambda it: (it[0], it[1]))
@@ -213,9 +240,10 @@ def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes) -> Layout:
     ys = [y for _, _, _, verts, _ in out for _, y in verts]
     for v in nodes:
         (cx, cy), b = pos[v], boxes[v]
-        w = max(b.w, b.above[0], b.below[0]) / 2
+        w = max(b.w + 2 * b.marks, b.above[0], b.below[0]) / 2
         xs += [cx - w, cx + w]
-        ys += [cy + b.h / 2 + PAD + b.above[1], cy - b.h / 2 - PAD - b.below[1]]
+        pad = b.h / 2 + PAD + b.lift
+        ys += [cy + pad + b.above[1], cy - pad - b.below[1]]
     lanes_at = {k: (left[k] + lane[k] / 2 if lane[k] else None) for k in range(n_layers)}
     extent = (min(xs), max(xs), min(ys), max(ys)) if xs else (0.0, 1.0, 0.0, 1.0)
     return Layout(pos, boxes, out, ports, lanes_at, dict(layer), extent)

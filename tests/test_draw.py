@@ -333,7 +333,7 @@ def test_a_big_graph_shows_an_overview_and_says_how_to_draw_it_all():
     assert len(g) > ge.draw.MAX_NODES
     ax = g.draw()
     nodes = [p for p in ax.patches if (p.get_gid() or "").startswith("node:")]
-    assert len(nodes) == ge.draw.MAX_NODES
+    assert 10 < len(nodes) <= ge.draw.MAX_NODES
     assert any("max_nodes=None" in t for t in by_gid(ax, "note"))
     assert g.output.name in {p.get_gid()[5:] for p in nodes}
     assert texts(ax, GREEN)                   # numbers stay
@@ -393,9 +393,20 @@ def test_animation_as_gif_and_html(tmp_path):
         assert im.n_frames == 3
     ge.draw.animate_tangents(g, g.jvp({"y": 1.0}), tmp_path / "forward.html")
     assert "<script" in (tmp_path / "forward.html").read_text()
-    assert anim is not None
+    assert "<script" in anim._repr_html_()
     with pytest.raises(GraphError, match=r"\.gif or \.html"):
         ge.draw.animate_backward(g, tmp_path / "x.mp3")
+
+
+def test_each_frame_has_its_own_caption_at_the_same_size():
+    anim = ge.draw.animate_backward(network())
+    sizes = set()
+    for k in (0, 3, anim.count):
+        ax = anim.frame(k).axes[0]
+        caption = by_gid(ax, "caption")[0]
+        assert caption.startswith(f"step {k} of {anim.count}")
+        sizes |= {t.get_fontsize() for t in ax.texts if t.get_gid() == "caption"}
+    assert sizes == {ge.draw.FONT}
 
 
 def test_stepper_widget_steps_through_the_frames():

@@ -272,7 +272,7 @@ def test_tangents_are_drawn_cleanly():
 def test_an_overview_of_a_big_graph_is_drawn_cleanly():
     g = chain_reusing_input(300)
     nodes, edges = assert_clean(g.draw())
-    assert len(nodes) == ge.draw.MAX_NODES
+    assert 10 < len(nodes) <= ge.draw.MAX_NODES
 
 
 def test_drawn_into_a_small_axes_of_the_callers_figure():
