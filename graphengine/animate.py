@@ -141,7 +141,10 @@ class BackwardReplay:
         lines = [f"step {k} of {self.count}: gate {node} = {expression(g, node)} receives "
                  f"the upstream gradient ∂{out}/∂{node} = {_line(rec.upstream)}"]
         op = g[node].gate.op
-        slots = [s for s in range(len(rec.inputs)) if (op, s) not in NO_GRADIENT]
+        slots = [s for s, name in enumerate(rec.inputs)      # constants and labels get none
+                 if (op, s) not in NO_GRADIENT and g[name].kind != "constant"]
+        if not slots:
+            return lines + ["its inputs are constants: it sends no gradient"]
         if rec.local is None:
             lines.append("local derivatives: a Jacobian, applied as a vector-Jacobian "
                          "product (not written out)")

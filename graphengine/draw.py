@@ -253,9 +253,12 @@ def _backward_scene(sc, g, step):
     sc.caption_sizes = [rep.caption(k) for k in range(rep.count + 1)]
     if step:
         rec = rep.steps[step - 1]
+        op = g[rec.node].gate.op
+        sends = {u for s, u in enumerate(rec.inputs)          # the arrows it sends along
+                 if (op, s) not in NO_GRADIENT and g[u].kind != "constant"}
         sc.highlight = rec.node
-        sc.hot_edges = {(u, rec.node) for u in rec.inputs}
-        sc.bold = set(rec.inputs)
+        sc.hot_edges = {(u, rec.node) for u in sends}
+        sc.bold = sends
     else:
         sc.highlight = rep.out
     sc.notes.append("red: a node's gradient; '+ …': a sum still waiting for more "
@@ -354,7 +357,8 @@ def _place(sc):
             b.lift = MARK_LIFT
     for v, _ in sc.cut:
         lanes[layer[v]] = max(lanes.get(layer[v], 0.0), L.LANE)
-    return L.arrange(nodes, sc.edges, sc.cut, boxes, layer, place, routes, lanes)
+    ordered = {v for v in nodes if kind[v] == "gate" and g[v].gate.op in ROLES}
+    return L.arrange(nodes, sc.edges, sc.cut, boxes, layer, place, routes, lanes, ordered)
 
 
 # ---------------------------------------------------------------- matplotlib

@@ -119,10 +119,48 @@ def spread(prefs, gaps) -> list:
     return [q + c for q, c in zip(fitted, offset, strict=True)]
 
 
-def operand_order(edges, routes, pref) -> None:
-    """Where a gate's inputs come straight from the layer before it and feed nothing
-    else, put them in slot order, first on top (so 1 of 1/(1+e) sits above 1+e),
-    by swapping their positions."""
+def untangle(nodes, edges, routes, layer, pref, rounds=6, limit=3000) -> None:
+    """Swap neighbours within a layer wherever that removes crossings (the transpose
+    step of Gansner et al.), after igraph's barycenter sweeps, which leave some: a few
+    rounds over graphs of up to ``limit`` nodes and dummy points."""
+    if len(pref) > limit:
+        return
+    up = {k: [] for k in pref}          # neighbours in the layer to the left / right
+    down = {k: [] for k in pref}
+    for i, (u, v, _) in enumerate(edges):
+        chain = [u] + [(i, j) for j in range(len(routes[i]))] + [v]
+        for a, b in zip(chain, chain[1:], strict=False):
+            down[a].append(b)
+            up[b].append(a)
+    columns = {}
+    for k in pref:
+        columns.setdefault(layer[k] if k in layer else int(routes[k[0]][k[1]][1]), []).append(k)
+    orders = [sorted(c, key=pref.__getitem__) for c in columns.values()]
+    at = {k: i for order in orders for i, k in enumerate(order)}
+
+    def crossings(a, b):             # of a's and b's edges with a above b
+        return sum(at[p] > at[q] for nb in (up, down) for p in nb[a] for q in nb[b])
+
+    for _ in range(rounds):
+        better = False
+        for order in orders:
+            for i in range(len(order) - 1):
+                a, b = order[i], order[i + 1]
+                if crossings(b, a) < crossings(a, b):
+                    order[i], order[i + 1] = b, a
+                    at[a], at[b] = i + 1, i
+                    better = True
+        if not better:
+            break
+    for order in orders:
+        for k, p in zip(order, sorted(pref[k] for k in order), strict=True):
+            pref[k] = p
+
+
+def operand_order(edges, routes, pref, ordered) -> None:
+    """Where the inputs of a gate in ``ordered`` (those whose inputs do not commute)
+    come straight from the layer before it and feed nothing else, put them in slot
+    order, first on top (so 1 of 1/(1+e) sits above 1+e), by swapping positions."""
     uses = {}
     for u, _, _ in edges:
         uses[u] = uses.get(u, 0) + 1
@@ -130,21 +168,24 @@ def operand_order(edges, routes, pref) -> None:
     for i, ((u, v, s), route) in enumerate(zip(edges, routes, strict=True)):
         last = (i, len(route) - 1) if route else u
         into.setdefault(v, []).append((s, last, bool(route) or uses[u] == 1))
-    for ins in into.values():
+    for v, ins in into.items():
         keys = [k for _, k, _ in ins]
+        if v not in ordered:
+            continue
         if len(ins) > 1 and all(own for *_, own in ins) and len(set(keys)) == len(keys):
             spots = sorted(pref[k] for k in keys)
             for (_, k, _), p in zip(sorted(ins, key=lambda t: t[0]), spots, strict=True):
                 pref[k] = p
 
 
-def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes) -> Layout:
+def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes, ordered=()) -> Layout:
     """Coordinates in inches from a Sugiyama placement.
 
     ``edges`` are (u, v, slot) among ``nodes``; ``cut`` are (v, slot) inputs whose
     source is not shown (drawn as a short stub); ``routes[i]`` the dummy points of
     ``edges[i]`` as (position, layer); ``lanes`` the width of the port lane left of
-    each layer that needs one (for operand marks). igraph gives the order within each
+    each layer that needs one; ``ordered`` the gates whose inputs go in slot order, top
+    to bottom, where the layout allows. igraph gives the order within each
     layer and preferred positions; the positions are then spread so that every node
     with its labels, and every arrow passing through the layer, has room.
     """
@@ -165,7 +206,9 @@ def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes) -> Layout:
     for i, route in enumerate(routes):
         for j, (p, _) in enumerate(route):
             pref[(i, j)] = p
-    operand_order(edges, routes, pref)
+    operand_order(edges, routes, pref, ordered)
+    untangle(nodes, edges, routes, layer, pref)
+    operand_order(edges, routes, pref, ordered)     # operands keep their order
     items = [[] for _ in range(n_layers)]        # (igraph position, key, up, down)
     for v in nodes:
         up, down = reach(boxes[v])
@@ -195,17 +238,20 @@ def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes) -> Layout:
     right = [centre[k] + col_w[k] / 2 for k in range(n_layers)]
     pos = {v: (centre[layer[v]], height[v]) for v in nodes}
 
-    # the ports on each node's left side, by slot
+    # the ports on each node's left side: by slot (first on top) for the gates in
+    # ``ordered``, else in the order the arrows arrive, so they do not cross there
     ins = {}
-    for _, v, s in edges:
-        ins.setdefault(v, set()).add(s)
+    for i, ((u, v, s), route) in enumerate(zip(edges, routes, strict=True)):
+        come = height[(i, len(route) - 1)] if route else height[u]
+        ins.setdefault(v, []).append((s, -come))
     for v, s in cut:
-        ins.setdefault(v, set()).add(s)
+        ins.setdefault(v, []).append((s, float("inf")))
     ports = {}
-    for v, slots in ins.items():
+    for v, arrivals in ins.items():
         b = boxes[v]
         cx, cy = pos[v]
-        for s, dy in zip(sorted(slots), port_offsets(len(slots), b.h), strict=True):
+        arrivals.sort(key=(lambda t: t[0]) if v in ordered else (lambda t: (t[1], t[0])))
+        for (s, _), dy in zip(arrivals, port_offsets(len(arrivals), b.h), strict=True):
             if b.ellipse:
                 a, bb = b.w / 2, b.h / 2
                 ex = cx - a * max(0.0, 1.0 - (dy / bb) ** 2) ** 0.5
