@@ -30,6 +30,7 @@ __all__ = ["draw", "figure", "to_dot", "repr_svg", "animate_backward", "animate_
 MAX_NODES = 60          # beyond this a drawing shows the nodes nearest the output:
 OVERVIEW_DEPTH = 12     # at most this many steps of inputs away from it
 COMPACT_AFTER = 150     # drawing more nodes than this leaves out the numbers
+FULL_LIMIT = 2000       # no drawing has more nodes than this
 MAX_INCHES = 60.0       # a figure larger than this is scaled down
 GREEN, RED, BLUE, GREY = "#1a8a1a", "#c62828", "#1565c0", "#666666"
 ORANGE = "#ef6c00"      # the gate of the current step
@@ -55,12 +56,17 @@ NO_GRADIENT = {("softmax_cross_entropy", 1)}       # integer labels get no gradi
 HINT = "pip install 'graphengine[draw]' (matplotlib and igraph)"
 
 
+class MissingLibrary(GraphError, ImportError):
+    """matplotlib or igraph is not installed: an ImportError, and a GraphError so that
+    the command line prints it as one line."""
+
+
 def _need_libraries(what="drawing"):
     try:
         import igraph  # noqa: F401
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"{what} needs {exc.name}: {HINT}") from None
+        raise MissingLibrary(f"{what} needs {exc.name}: {HINT}") from None
 
 
 # ---------------------------------------------------------------- numbers as text
@@ -136,6 +142,10 @@ def _select(g, max_nodes):
     steps away, so a long chain stays readable) with a note saying so."""
     dag = g.dag
     if max_nodes is None or len(g) <= max_nodes:
+        if len(g) > FULL_LIMIT:
+            raise GraphError(f"drawing all {len(g):,} nodes is beyond the limit of "
+                             f"{FULL_LIMIT:,} (the picture could not be read): draw the "
+                             "nearest ones with max_nodes=..., or give g.to_dot() to Graphviz")
         return list(dag), None
     out = _output_name(g)
     start = [out] if out is not None else [v for v, s in dag.succ.items() if not s][:max_nodes]
@@ -469,7 +479,8 @@ def draw(g, ax=None, step=None, *, tangents=None, values=True, max_nodes=MAX_NOD
         Write values and gradients (default True).
     max_nodes : int or None
         Beyond this many nodes draw the ``max_nodes`` nodes nearest the output and
-        say so (None: every node; more than 150 are drawn without numbers).
+        say so (None: every node; more than 150 are drawn without numbers, more than
+        2,000 is a GraphError).
     compact : bool, optional
         Leave out the numbers (default: only beyond 150 nodes).
     title : str, optional
@@ -524,6 +535,8 @@ def _render(sc, lay, frame, ax, title):
     g = sc.g
 
     def text(x, y, t, size, gid, **kw):
+        if size * s < 1.0:        # a text scaled below 1 pt cannot be read (or drawn)
+            return None
         kw.setdefault("ha", "center")
         return ax.text(x, y, t, fontsize=size * s, gid=gid, zorder=4, **kw)
 
@@ -548,9 +561,8 @@ def _render(sc, lay, frame, ax, title):
              color="#555555" if node.kind == "constant" else "black")
         top = y + b.h / 2 + L.PAD + b.lift
         if sc.above.get(v):
-            t = text(x, top, sc.above[v], FONT, f"label:{v}", va="bottom", color=GREEN)
+            text(x, top, sc.above[v], FONT, f"label:{v}", va="bottom", color=GREEN)
             top += _measure(sc.above[v], FONT)[1] + 0.03
-            t.set_linespacing(1.2)
         if sc.name.get(v):
             text(x, top, sc.name[v], SMALL, f"label:{v}", va="bottom", color=GREY)
         if sc.below.get(v):

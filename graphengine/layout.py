@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import GraphError
+
 MOVETO, LINETO, CURVE4 = 1, 2, 4          # matplotlib.path.Path codes
 PAD = 0.04          # between a node and its labels
 LANE = 0.16         # left of a column whose gates have marked operand slots
 GAP = 0.5           # the least gap between columns
 ROW_PAD = 0.14      # between the label blocks of two rows
+MAX_DUMMIES = 50_000    # bend points of long arrows a layout may need
 
 
 @dataclass
@@ -75,6 +78,11 @@ def sugiyama(nodes, edges, layer):
     into chains of dummy vertices here, so igraph orders and places those too."""
     import igraph
 
+    dummies = sum(layer[v] - layer[u] - 1 for u, v, _ in edges)
+    if dummies > MAX_DUMMIES:
+        raise GraphError(f"the drawing of these {len(nodes):,} nodes needs {dummies:,} bend "
+                         f"points for its long arrows, beyond the limit of {MAX_DUMMIES:,}: "
+                         "draw fewer nodes (max_nodes=...)")
     index = {v: i for i, v in enumerate(nodes)}
     layers = [layer[v] for v in nodes]
     pairs, chains = [], []

@@ -340,6 +340,18 @@ def test_a_big_graph_shows_an_overview_and_says_how_to_draw_it_all():
     assert len([p for p in ax.patches if (p.get_gid() or "").startswith("node:")]) == len(g)
 
 
+def test_drawing_everything_is_bounded(monkeypatch):
+    g = chain()
+    monkeypatch.setattr(ge.draw, "FULL_LIMIT", 100)
+    with pytest.raises(GraphError, match=r"drawing all 161 nodes is beyond the limit of 100"):
+        g.draw(max_nodes=None)
+    assert g.draw()                      # the overview needs no permission
+    monkeypatch.setattr(ge.draw, "FULL_LIMIT", 2000)
+    monkeypatch.setattr(ge.layout, "MAX_DUMMIES", 50)
+    with pytest.raises(GraphError, match=r"needs [0-9,]+ bend points .* beyond the limit of 50"):
+        g.draw(max_nodes=200)
+
+
 def test_jupyter_picture_of_a_4501_node_graph_is_fast_and_small():
     g = ComputationalGraph()
     x = g.input("x")
@@ -374,8 +386,10 @@ def test_matplotlib_is_not_imported_by_the_module():
 def test_a_missing_library_is_a_one_line_hint(monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)
     g = circuit()
-    with pytest.raises(ImportError, match=r"needs .*pip install 'graphengine\[draw\]'"):
+    with pytest.raises(ImportError, match=r"needs .*pip install 'graphengine\[draw\]'") as exc:
         g.draw()
+    assert isinstance(exc.value, GraphError)          # the CLI prints it in one line
+    assert "\n" not in str(exc.value)
     with pytest.raises(ImportError, match="pip install"):
         ge.draw.animate_backward(g)
     assert g._repr_svg_() is None
