@@ -160,8 +160,10 @@ def _select(g, max_nodes):
                     nxt.append(u)
         frontier = nxt
     nodes = [v for v in dag if v in chosen]
+    more = ("g.draw(max_nodes=None) draws them all" if len(g) <= FULL_LIMIT else
+            f"g.draw(max_nodes=N) draws the N nearest, up to {FULL_LIMIT:,}")
     note = (f"showing the {len(nodes)} nodes nearest the output (of {len(g):,}); a dashed "
-            f"stub is an input from a node not shown; g.draw(max_nodes=None) draws them all")
+            f"stub is an input from a node not shown; {more}")
     return nodes, note
 
 
@@ -685,9 +687,10 @@ def to_dot(g) -> str:
     out = _output_name(g)
     run = g.run
     grads = run.grads is not None and run.grads_current
-    lines = ["digraph graphengine {", "  rankdir=LR;",
+    lines = ["digraph graphengine {", '  rankdir=LR; ordering=in; fontname="Helvetica";',
              '  node [fontname="Helvetica", shape=plain];',
-             '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.7];']
+             '  edge [fontname="Helvetica", labelfontsize=10, labelfontcolor="#5d4037", '
+             "arrowsize=0.7];"]
     for v in g.dag:
         node = g[v]
         face, _, style = KINDS[node.kind]
