@@ -82,8 +82,8 @@ def fmt(v, digits: int = 3) -> str:
 
     >>> fmt(-0.0), fmt(2.0 / 3), fmt([[0.5, 0.25], [1, 2]])
     ('0', '0.6667', '[[0.5, 0.25],\\n [1, 2]]')
-    >>> fmt(np.arange(12.0).reshape(3, 4))
-    '3×4 in [0, 11]'
+    >>> fmt(np.arange(12.0).reshape(3, 4)), fmt(np.full(10, np.nan))
+    ('3×4 in [0, 11]', '10, all nan')
     """
     if v is None:
         return ""
@@ -100,11 +100,11 @@ def fmt(v, digits: int = 3) -> str:
             rows = ["[" + ", ".join(_num(x, digits) for x in r) + "]" for r in a]
             return "[" + ",\n ".join(rows) + "]"
         return f"{shape} [" + ", ".join(_num(x, digits) for x in a.ravel()) + "]"
-    return f"{shape} in [{_num(np.nanmin(a), digits)}, {_num(np.nanmax(a), digits)}]"
-
-
-def _one_line(v) -> str:
-    return fmt(v).replace(",\n ", ", ")
+    seen = a[~np.isnan(a)]
+    if seen.size == 0:
+        return f"{shape}, all nan"
+    nans = f", {a.size - seen.size} nan" if seen.size < a.size else ""
+    return f"{shape} in [{_num(seen.min(), digits)}, {_num(seen.max(), digits)}]{nans}"
 
 
 def leaf_text(g, name) -> str:
@@ -378,16 +378,15 @@ def _place(sc):
 MARGIN = 0.15
 
 
-def _bands(sc, title):
-    """The texts above and below the drawing: (title size, caption lines, notes, legend)."""
-    kinds = [k for k in ("input", "parameter", "constant", "gate")
-             if any(sc.g[v].kind == k for v in sc.nodes)]
-    legend = [(k, _measure(k, SMALL)) for k in kinds]
+def _legend(sc):
+    """The legend's entries: the kinds of node drawn, then the colours of the numbers."""
+    legend = [k for k in ("input", "parameter", "constant", "gate")
+              if any(sc.g[v].kind == k for v in sc.nodes)]
     if sc.above:
-        legend.append(("value", None))
+        legend.append("value")
     if sc.below_sizes:
-        legend.append((sc.lower_kind, None))
-    return kinds, legend
+        legend.append(sc.lower_kind)
+    return legend
 
 
 def _frame(sc, lay, title):
@@ -415,9 +414,8 @@ def _frame(sc, lay, title):
         widths.append(w)
         lines.append(("note", i, y, SMALL, GREY))
         y -= h + 0.06
-    _, legend = _bands(sc, title)
     items, lx = [], x0
-    for label, _ in legend:
+    for label in _legend(sc):
         w, h = _measure(label, SMALL)
         items.append((label, lx))
         lx += 0.3 + w + 0.2
@@ -510,8 +508,10 @@ def draw(g, ax=None, step=None, *, tangents=None, values=True, max_nodes=MAX_NOD
     >>> sorted(t.get_text() for t in ax.texts if t.get_color() == "#c62828")
     ['-4', '-4', '-4', '1', '3']
     >>> ax = g.draw(step=1)          # the multiply gate has run
-    >>> print(ax.texts[-1].get_text() if False else "ok")
-    ok
+    >>> print(next(t.get_text() for t in ax.texts if t.get_gid() == "caption"))
+    step 1 of 2: gate mul_4 = add_3 * z receives the upstream gradient ∂mul_4/∂mul_4 = 1
+    local derivatives: ∂mul_4/∂add_3 = -4, ∂mul_4/∂z = 3
+    sends (upstream × local): add_3: 1 × -4 = -4, z: 1 × 3 = 3
     """
     _need_libraries()
     sc = _scene(g, step, tangents, values, max_nodes, compact)

@@ -162,6 +162,8 @@ def test_small_arrays_show_their_numbers_large_ones_shape_and_range():
     assert fmt(np.full((2, 2, 2), 1 / 3)) == "2×2×2 [0.333, 0.333, 0.333, 0.333, 0.333, " \
                                              "0.333, 0.333, 0.333]"
     assert fmt(-0.0) == "0" and fmt(np.array(-0.0)) == "0"
+    assert fmt(np.r_[np.arange(10.0), np.nan]) == "11 in [0, 9], 1 nan"
+    assert fmt(np.full((3, 4), np.nan)) == "3×4, all nan"
     ax = network().draw()
     assert "[[0.5, 0.3],\n [0.2, 0.4]]" in texts(ax, GREEN)
 
