@@ -262,7 +262,9 @@ def _backward_scene(sc, g, step):
             sc.below[v] = fmt(x) + ("" if complete[v] else " + …")
             sc.below_color[v] = RED if complete[v] else "#d9534f"
     sc.caption = rep.caption(int(step))
-    sc.caption_sizes = [rep.caption(k) for k in range(rep.count + 1)]
+    if step and rep.steps[step - 1].node not in shown:
+        sc.caption[0] += " (not in this picture)"
+    sc.caption_sizes = _captions(rep, shown)
     if step:
         rec = rep.steps[step - 1]
         op = g[rec.node].gate.op
@@ -275,6 +277,13 @@ def _backward_scene(sc, g, step):
         sc.highlight = rep.out
     sc.notes.append("red: a node's gradient; '+ …': a sum still waiting for more "
                     "of its users; orange: the gate of this step")
+
+
+def _captions(rep, shown):
+    # the captions the frames may show (room is made for the largest): those of the
+    # gates on screen, so a big graph's overview does not write thousands
+    return [rep.caption(0)] + [rep.caption(k) for k in range(1, rep.count + 1)
+                               if rep.steps[k - 1].node in shown]
 
 
 def _tangent_scene(sc, g, tangents, step):
@@ -294,7 +303,7 @@ def _tangent_scene(sc, g, tangents, step):
                 sc.below_color[v] = BLUE
     if step is not None:
         sc.caption = rep.caption(k)
-        sc.caption_sizes = [rep.caption(j) for j in range(rep.count + 1)]
+        sc.caption_sizes = _captions(rep, set(sc.nodes))
         if k:
             rec = rep.steps[k - 1]
             sc.highlight = rec.node

@@ -342,6 +342,15 @@ def test_a_big_graph_shows_an_overview_and_says_how_to_draw_it_all():
     assert len([p for p in ax.patches if (p.get_gid() or "").startswith("node:")]) == len(g)
 
 
+def test_a_step_of_a_big_graph_draws_its_overview():
+    g = chain()
+    ax = g.draw(step=100)
+    assert "(not in this picture)" in by_gid(ax, "caption")[0]
+    assert len([p for p in ax.patches if (p.get_gid() or "").startswith("node:")]) <= 60
+    first = by_gid(g.draw(step=1), "caption")[0]
+    assert first.startswith("step 1 of 120: gate sigmoid_160 = σ(add_159)")
+
+
 def test_drawing_everything_is_bounded(monkeypatch):
     g = chain()
     monkeypatch.setattr(ge.draw, "FULL_LIMIT", 100)
