@@ -201,17 +201,23 @@ class TangentReplay:
             return [f"step 0 of {self.count}: forward mode starts at the leaves with the "
                     f"direction {self.direction}"]
         rec = self.steps[k - 1]
-        node, ins = rec.node, rec.inputs
+        node = rec.node
         lines = [f"step {k} of {self.count}: gate {node} = {expression(self.g, node)}"]
-        if rec.local is not None and all(t.__class__ is float for t in rec.sent) \
+        moving = [s for s, v in enumerate(rec.inputs)      # a constant's tangent is 0
+                  if self.g[v].kind != "constant"]
+        if not moving:
+            return lines + [f"its inputs are constants: d{node} = 0"]
+        ins = [rec.inputs[s] for s in moving]
+        sent = [rec.sent[s] for s in moving]
+        if rec.local is not None and all(t.__class__ is float for t in sent) \
                 and all(np.ndim(d) == 0 for d in rec.local):
-            terms = " + ".join(f"{_line(d)} × d{v}" for d, v in zip(rec.local, ins, strict=True))
-            nums = " + ".join(f"{_line(d)} × {_line(t)}"
-                              for d, t in zip(rec.local, rec.sent, strict=True))
+            local = [rec.local[s] for s in moving]
+            terms = " + ".join(f"{_line(d)} × d{v}" for d, v in zip(local, ins, strict=True))
+            nums = " + ".join(f"{_line(d)} × {_line(t)}" for d, t in zip(local, sent, strict=True))
             lines.append(f"d{node} = {terms}")
             lines.append(f"     = {nums} = {_line(rec.result)}")
         else:
-            lines += _wrap([f"d{v} = {_line(t)}" for v, t in zip(ins, rec.sent, strict=True)],
+            lines += _wrap([f"d{v} = {_line(t)}" for v, t in zip(ins, sent, strict=True)],
                            "tangents in: ")
             lines.append(f"d{node} = {_line(rec.result)}")
         return lines
