@@ -8,7 +8,7 @@
 -12.0
 """
 
-from . import datasets, export, nn, optim, testing, train
+from . import datasets, draw, export, nn, optim, testing, train
 from .errors import GraphError
 from .gates import GATES, Gate, register
 from .gradcheck import gradcheck
@@ -18,5 +18,5 @@ from .higher import grad, hessian, hvp
 __version__ = "0.1.0"
 
 __all__ = ["ComputationalGraph", "Node", "Gate", "GraphError", "GATES", "register",
-           "gradcheck", "grad", "hessian", "hvp", "datasets", "export", "nn", "optim",
-           "testing", "train"]
+           "gradcheck", "grad", "hessian", "hvp", "datasets", "draw", "export", "nn",
+           "optim", "testing", "train"]

@@ -1,104 +1,510 @@
-"""Pictures of a circuit: matplotlib drawings, Graphviz DOT text, and the SVG Jupyter shows.
+"""Pictures of a circuit: matplotlib drawings, Graphviz DOT text, the SVG Jupyter shows.
 
-Layout: left to right by topological generation (leaves on the left, the output on the
-right), ties in insertion order. Leaves are boxes with their names, gates circles with
-their symbols; each node's value is written in green above it and its gradient in red
-below, as in the texts' circuit figure. Every argument is its own arrow, so ``x * x``
-shows two. matplotlib is imported inside the functions that need it (extra ``draw``).
+A drawing reads left to right: leaves (inputs in blue boxes, parameters in orange,
+constants dashed) just before their first user, gates as ovals with their symbol, the
+output with a thick rim. Above each node its value (green), below it its gradient
+(red) or, given ``tangents``, its forward-mode tangent (blue); arrays of up to 9
+numbers are written out, larger ones as shape and range. Arrows into a gate whose
+inputs do not commute (``a-b``, ``a/b``, ``a**b``, ``a@b``, the losses) are marked
+with their operand. Where the arrows go is computed in ``layout.py``; the backward
+pass step by step and the animations live in ``animate.py``.
+
+matplotlib and igraph are imported inside the functions that need them (extra
+``draw``); without them a drawing is an ImportError that says what to install.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 
-import networkx as nx
 import numpy as np
 
-COMPACT_AFTER = 50          # nodes; beyond this the drawing leaves out the numbers
-XS, YS = 1.7, 1.3           # column and row spacing, in node diameters of about 0.5
-GREEN, RED, GREY = "#1a8a1a", "#c62828", "#666666"
+from . import layout as L
+from .animate import animate_backward, animate_tangents, replay_backward, replay_tangents, stepper
+from .errors import GraphError
+
+__all__ = ["draw", "figure", "to_dot", "repr_svg", "animate_backward", "animate_tangents",
+           "stepper", "fmt"]
+
+MAX_NODES = 60          # beyond this a drawing shows the nodes nearest the output:
+OVERVIEW_DEPTH = 12     # at most this many steps of inputs away from it
+COMPACT_AFTER = 150     # drawing more nodes than this leaves out the numbers
+FULL_LIMIT = 2000       # no drawing has more nodes than this
+MAX_INCHES = 60.0       # a figure larger than this is scaled down
+GREEN, RED, BLUE, GREY = "#1a8a1a", "#c62828", "#1565c0", "#666666"
+ORANGE = "#ef6c00"      # the gate of the current step
+FONT, SMALL, SYMBOL, MARK = 9.0, 7.5, 11.0, 8.0
+MARK_LIFT = 0.07        # inches between a gate with operand marks and its labels
+KINDS = {   # facecolor, edgecolor, linestyle
+    "input": ("#dbe9fb", "#1f3b63", "-"),
+    "parameter": ("#ffe0b2", "#8a4b00", "-"),
+    "constant": ("#ffffff", "#777777", "--"),
+    "gate": ("#ffffff", "#222222", "-"),
+}
+# gates whose inputs do not commute: the operand marks on their arrows, and what the
+# node shows in place of its symbol
+ROLES = {
+    "sub": (("a", "b"), "a−b"),
+    "div": (("a", "b"), "a/b"),
+    "power": (("a", "b"), "a**b"),
+    "matmul": (("a", "b"), "a@b"),
+    "mse": (("pred", "target"), "MSE"),
+    "softmax_cross_entropy": (("logits", "labels"), "CE"),
+}
+NO_GRADIENT = {("softmax_cross_entropy", 1)}       # integer labels get no gradient
+HINT = "pip install 'graphengine[draw]' (matplotlib and igraph)"
 
 
-def _fmt(v) -> str:
+class MissingLibrary(GraphError, ImportError):
+    """matplotlib or igraph is not installed: an ImportError, and a GraphError so that
+    the command line prints it as one line."""
+
+
+def _need_libraries(what="drawing"):
+    try:
+        import igraph  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise MissingLibrary(f"{what} needs {exc.name}: {HINT}") from None
+
+
+# ---------------------------------------------------------------- numbers as text
+
+def _num(x, digits=4) -> str:
+    x = float(x)
+    s = f"{x:.{digits}g}"
+    return "0" if s == "-0" else s
+
+
+def fmt(v, digits: int = 3) -> str:
+    """A value as the drawings write it: numbers for up to 9 elements, else shape and range.
+
+    >>> fmt(-0.0), fmt(2.0 / 3), fmt([[0.5, 0.25], [1, 2]])
+    ('0', '0.6667', '[[0.5, 0.25],\\n [1, 2]]')
+    >>> fmt(np.arange(12.0).reshape(3, 4)), fmt(np.full(10, np.nan))
+    ('3×4 in [0, 11]', '10, all nan')
+    """
     if v is None:
         return ""
-    if np.ndim(v) == 0:
-        return f"{float(v):.4g}"
-    if np.size(v) <= 3:
-        return "[" + ", ".join(f"{x:.3g}" for x in np.ravel(v)) + "]"
-    return "shape " + "×".join(str(n) for n in np.shape(v))
+    a = np.asarray(v)
+    if a.ndim == 0:
+        return _num(a)
+    shape = "×".join(str(n) for n in a.shape)
+    if a.size == 0:
+        return f"{shape} (empty)"
+    if a.size <= 9:
+        if a.ndim == 1:
+            return "[" + ", ".join(_num(x, digits) for x in a) + "]"
+        if a.ndim == 2:
+            rows = ["[" + ", ".join(_num(x, digits) for x in r) + "]" for r in a]
+            return "[" + ",\n ".join(rows) + "]"
+        return f"{shape} [" + ", ".join(_num(x, digits) for x in a.ravel()) + "]"
+    seen = a[~np.isnan(a)]
+    if seen.size == 0:
+        return f"{shape}, all nan"
+    nans = f", {a.size - seen.size} nan" if seen.size < a.size else ""
+    return f"{shape} in [{_num(seen.min(), digits)}, {_num(seen.max(), digits)}]{nans}"
 
 
-def _leaf_text(node) -> str:
-    if node.kind == "constant" and node.name.startswith("const_") and np.ndim(node.value) == 0:
-        return _fmt(node.value)          # an unnamed number reads better as itself
-    return node.name
+def leaf_text(g, name) -> str:
+    """What a leaf's box shows: its name, or its number for an unnamed scalar constant."""
+    node = g[name]
+    if node.kind == "constant" and name.startswith("const_") and np.ndim(node.value) == 0:
+        return _num(node.value)
+    return name
 
 
-def _layout(g) -> tuple[dict, int, int]:
-    dag = g.dag
-    rank = {v: k for k, v in enumerate(dag)}
-    kind = {v: a["kind"] for v, a in dag.nodes(data=True)}
-    # column = topological generation of the gates, inputs in column 0; a parameter or
-    # constant sits just left of its first user rather than far away on the left,
-    # where its arrow would cross the whole picture
-    col = {}
-    for gen in nx.topological_generations(dag):
-        for v in sorted(gen, key=rank.__getitem__):
-            if kind[v] == "gate":
-                col[v] = 1 + max((col[u] for u in dag.pred[v] if u in col), default=0)
-            elif kind[v] == "input":
-                col[v] = 0
-    for v in dag:
-        if v not in col:
-            col[v] = max(min((col[w] for w in dag.succ[v]), default=1) - 1, 0)
-    width = 1 + max(col.values(), default=-1)
-    columns = [[] for _ in range(width)]
-    for v in dag:
-        columns[col[v]].append(v)
-    pos, row = {}, {}
-    for nodes in columns:        # order each column by the mean row of its inputs
-        def key(v):
-            near = [row[u] for u in dag.pred[v] if u in row]
-            return (sum(near) / len(near) if near else float("inf"), rank[v])
-        nodes.sort(key=key)
-        top = (len(nodes) - 1) / 2
-        for r, v in enumerate(nodes):
-            row[v] = r - top
-            pos[v] = (XS * col[v], YS * (top - r))
-    return pos, width, max((len(c) for c in columns), default=0)
+def expression(g, name, steps=None) -> str:
+    """A gate as a short formula of its inputs' names: ``x + y``, ``sigmoid(q)``."""
+    node = g[name]
+    ins = [leaf_text(g, u.name) if u.kind != "gate" else u.name for u in node.inputs]
+    label = node.gate.label
+    if len(ins) == 2 and node.gate.op in ("add", "sub", "mul", "div", "power", "matmul"):
+        return f"{ins[0]} {label} {ins[1]}"
+    if node.gate.op == "pow":
+        return f"{ins[0]}{label}"
+    return f"{label}({', '.join(ins)})"
 
 
-def _figsize(width, height, compact):
-    scale = 0.45 if compact else 1.0
-    return (min(1.5 + 1.25 * XS * width * scale, 60),
-            min(1.2 + 1.25 * YS * max(height, 1) * scale, 40))
-
+# ---------------------------------------------------------------- what to draw
 
 def _output_name(g):
     try:
         return g.output.name
-    except Exception:  # an ambiguous or missing output only loses the highlight
+    except GraphError:          # an ambiguous or missing output only loses the highlight
         return None
 
 
-def draw(g, ax=None, compact: bool | None = None, values: bool = True, title: str | None = None):
+def _select(g, max_nodes):
+    """The nodes to draw, in insertion (topological) order: all of them, or the
+    max_nodes nearest the output (breadth first over inputs, at most OVERVIEW_DEPTH
+    steps away, so a long chain stays readable) with a note saying so."""
+    dag = g.dag
+    if max_nodes is None or len(g) <= max_nodes:
+        if len(g) > FULL_LIMIT:
+            raise GraphError(f"drawing all {len(g):,} nodes is beyond the limit of "
+                             f"{FULL_LIMIT:,} (the picture could not be read): draw the "
+                             "nearest ones with max_nodes=..., or give g.to_dot() to Graphviz")
+        return list(dag), None
+    out = _output_name(g)
+    start = [out] if out is not None else [v for v, s in dag.succ.items() if not s][:max_nodes]
+    chosen, frontier, depth = dict.fromkeys(start), start, 0
+    while frontier and len(chosen) < max_nodes and depth < OVERVIEW_DEPTH:
+        depth += 1
+        nxt = []
+        for v in frontier:
+            for u in dag.pred[v]:
+                if u not in chosen and len(chosen) < max_nodes:
+                    chosen[u] = None
+                    nxt.append(u)
+        frontier = nxt
+    nodes = [v for v in dag if v in chosen]
+    more = ("g.draw(max_nodes=None) draws them all" if len(g) <= FULL_LIMIT else
+            f"g.draw(max_nodes=N) draws the N nearest, up to {FULL_LIMIT:,}")
+    note = (f"showing the {len(nodes)} nodes nearest the output (of {len(g):,}); a dashed "
+            f"stub is an input from a node not shown; {more}")
+    return nodes, note
+
+
+class Scene:
+    """Every text and style of one drawing, and the texts its layout must make room
+    for (every frame of a step-by-step drawing shares one layout)."""
+
+    def __init__(self, g, nodes, note):
+        self.g, self.nodes = g, nodes
+        self.out = _output_name(g)
+        shown = set(nodes)
+        self.edges, self.cut = [], []
+        for v in nodes:
+            for u, _, s in g.dag.in_edges(v, data="slot"):
+                (self.edges.append((u, v, s)) if u in shown else self.cut.append((v, s)))
+        self.edges.sort(key=lambda e: e[2])
+        self.box_text, self.above, self.name, self.below = {}, {}, {}, {}
+        self.below_color, self.below_sizes = {}, {}
+        self.highlight, self.hot_edges, self.bold = None, set(), set()
+        self.caption, self.caption_sizes, self.notes = [], [], []
+        self.lower_kind = "gradient"
+
+    def slot_letters(self, v, s):
+        node = self.g[v]
+        roles = ROLES.get(node.gate.op) if node.kind == "gate" else None
+        return roles[0][s] if roles and s < len(roles[0]) else ""
+
+
+def _gradless(g, name) -> bool:
+    node = g[name]
+    if node.kind == "constant":
+        return True
+    users = g.dag.out_edges(name, data="slot")
+    return bool(users) and all((g[v].gate.op, s) in NO_GRADIENT for _, v, s in users)
+
+
+def _scene(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, compact=None):
+    nodes, note = _select(g, max_nodes)
+    sc = Scene(g, nodes, note)
+    if note:
+        sc.notes.append(note)
+    if compact is None:
+        compact = len(nodes) > COMPACT_AFTER
+    sc.compact = compact
+    for v in nodes:
+        node = g[v]
+        if node.kind == "gate":
+            roles = ROLES.get(node.gate.op)
+            sc.box_text[v] = roles[1] if roles else node.gate.label
+            sc.name[v] = v
+        else:
+            sc.box_text[v] = leaf_text(g, v)
+    if compact or not values:
+        if compact and len(nodes) > COMPACT_AFTER:
+            sc.notes.append(f"{len(nodes)} nodes: values and gradients left out "
+                            "(draw fewer with max_nodes=...)")
+        sc.name = {}
+        return sc
+    for v in nodes:
+        node = g[v]
+        if not (node.kind == "constant" and sc.box_text[v] != v):
+            sc.above[v] = fmt(node.value)
+    run = g.run
+    if tangents is not None:
+        sc.lower_kind = "tangent"
+        _tangent_scene(sc, g, tangents, step)
+    elif step is not None:
+        _backward_scene(sc, g, step)
+    elif run.grads is not None:
+        if run.grads_current:
+            for v in nodes:
+                if not _gradless(g, v):
+                    sc.below[v] = fmt(g[v].grad)
+                    sc.below_color[v] = RED
+        else:
+            sc.notes.append("gradients not drawn: the last backward() was run on other "
+                            "values than these (call g.backward() to see them)")
+    for v, text in sc.below.items():
+        sc.below_sizes.setdefault(v, [text])
+    return sc
+
+
+def _backward_scene(sc, g, step):
+    rep = replay_backward(g)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) \
+            or not 0 <= step <= rep.count:
+        raise GraphError(f"draw(step={step!r}): the backward pass of output {rep.out!r} "
+                         f"has steps 0 to {rep.count} (one per gate it runs)")
+    grads, complete = rep.state(int(step))
+    shown = set(sc.nodes)
+    for v, history in rep.history.items():        # every text a frame may show
+        if v in shown and not _gradless(g, v):
+            sc.below_sizes[v] = [fmt(x) + " + …" for x in history]
+    for v, x in grads.items():
+        if v in shown and not _gradless(g, v):
+            sc.below[v] = fmt(x) + ("" if complete[v] else " + …")
+            sc.below_color[v] = RED if complete[v] else "#d9534f"
+    sc.caption = rep.caption(int(step))
+    if step and rep.steps[step - 1].node not in shown:
+        sc.caption[0] += " (not in this picture)"
+    sc.caption_sizes = _captions(rep, shown)
+    if step:
+        rec = rep.steps[step - 1]
+        op = g[rec.node].gate.op
+        sends = {u for s, u in enumerate(rec.inputs)          # the arrows it sends along
+                 if (op, s) not in NO_GRADIENT and g[u].kind != "constant"}
+        sc.highlight = rec.node
+        sc.hot_edges = {(u, rec.node) for u in sends}
+        sc.bold = sends
+    else:
+        sc.highlight = rep.out
+    sc.notes.append("red: a node's gradient; '+ …': a sum still waiting for more "
+                    "of its users; orange: the gate of this step")
+
+
+def _captions(rep, shown):
+    # the captions the frames may show (room is made for the largest): those of the
+    # gates on screen, so a big graph's overview does not write thousands
+    return [rep.caption(0)] + [rep.caption(k) for k in range(1, rep.count + 1)
+                               if rep.steps[k - 1].node in shown]
+
+
+def _tangent_scene(sc, g, tangents, step):
+    rep = replay_tangents(g, tangents)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))
+                             or not 0 <= step <= rep.count):
+        raise GraphError(f"draw(step={step!r}, tangents=...): forward mode through output "
+                         f"{rep.out!r} has steps 0 to {rep.count} (one per gate)")
+    k = rep.count if step is None else int(step)
+    known = rep.known(k)
+    for v in sc.nodes:
+        if v in tangents and not _gradless(g, v):
+            text = fmt(tangents[v])
+            sc.below_sizes[v] = [text]
+            if v in known:
+                sc.below[v] = text
+                sc.below_color[v] = BLUE
+    if step is not None:
+        sc.caption = rep.caption(k)
+        sc.caption_sizes = _captions(rep, set(sc.nodes))
+        if k:
+            rec = rep.steps[k - 1]
+            sc.highlight = rec.node
+            sc.hot_edges = {(u, rec.node) for u in rec.inputs}
+            sc.bold = {rec.node}
+    sc.notes.append(f"blue: each node's tangent, d(node)/d(direction) for the direction "
+                    f"{rep.direction}")
+
+
+# ---------------------------------------------------------------- sizes and layout
+
+@functools.lru_cache(maxsize=4096)
+def _measure(text: str, size: float) -> tuple:
+    """(width, height) of a text in inches, as matplotlib will draw it."""
+    if not text:
+        return (0.0, 0.0)
+    fig = _measuring_figure()
+    t = fig.text(0, 0, text, fontsize=size)
+    box = t.get_window_extent(fig.canvas.get_renderer())
+    t.remove()
+    return (box.width / 72.0, box.height / 72.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _measuring_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(dpi=72)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _widest(texts, size):
+    sizes = [_measure(t, size) for t in texts if t]
+    return (max((w for w, _ in sizes), default=0.0), max((h for _, h in sizes), default=0.0))
+
+
+def _place(sc):
+    g, nodes = sc.g, sc.nodes
+    boxes = {}
+    for v in nodes:
+        gate = g[v].kind == "gate"
+        tw, th = _measure(sc.box_text[v], SYMBOL if gate else FONT)
+        above = [_measure(sc.above.get(v, ""), FONT), _measure(sc.name.get(v, ""), SMALL)]
+        aw = max(w for w, _ in above)
+        ah = sum(h for _, h in above) + 0.03
+        below = _widest(sc.below_sizes.get(v, []), FONT)
+        if gate:
+            boxes[v] = L.Box(max(0.42, tw + 0.16), 0.42, (aw, ah), below, ellipse=True)
+        else:
+            boxes[v] = L.Box(max(0.42, tw + 0.16), 0.3, (aw, ah), below)
+    kind = {v: g[v].kind for v in nodes}
+    preds = {v: [] for v in nodes}
+    for u, v, _ in sc.edges:
+        preds[v].append(u)
+    seen, order = set(), nodes
+    for v in nodes:                 # insertion order is topological for builders
+        if any(u not in seen for u in preds[v]):
+            import networkx as nx
+            order = list(nx.topological_sort(g.dag.subgraph(nodes)))
+            break
+        seen.add(v)
+    layer = L.layers(order, preds, lambda v: kind[v] != "gate")
+    place, routes = L.sugiyama(nodes, [(u, v, s) for u, v, s in sc.edges], layer)
+    lanes = {}
+    for _, v, s in sc.edges:
+        letter = sc.slot_letters(v, s)
+        if letter:             # operand marks sit just left of the node's ports
+            b = boxes[v]
+            b.marks = max(b.marks, _measure(letter, MARK)[0] + 0.14)
+            b.lift = MARK_LIFT
+    for v, _ in sc.cut:
+        lanes[layer[v]] = max(lanes.get(layer[v], 0.0), L.LANE)
+    ordered = {v for v in nodes if kind[v] == "gate" and g[v].gate.op in ROLES}
+    return L.arrange(nodes, sc.edges, sc.cut, boxes, layer, place, routes, lanes, ordered)
+
+
+# ---------------------------------------------------------------- matplotlib
+
+MARGIN = 0.15
+
+
+def _legend(sc):
+    """The legend's entries: the kinds of node drawn, then the colours of the numbers."""
+    legend = [k for k in ("input", "parameter", "constant", "gate")
+              if any(sc.g[v].kind == k for v in sc.nodes)]
+    if sc.above:
+        legend.append("value")
+    if sc.below_sizes:
+        legend.append(sc.lower_kind)
+    return legend
+
+
+def _frame(sc, lay, title):
+    """Positions of the title, caption, notes and legend, and the whole extent."""
+    x0, x1, y0, y1 = lay.extent
+    widths = [x1 - x0]
+    top = y1 + MARGIN
+    title_at = None
+    if title:
+        tw, th = _measure(title, 11.0)
+        widths.append(tw)
+        title_at = top + th * 0.15
+        top += th * 1.3
+    y = y0 - 0.2
+    lines = []
+    caps = sc.caption_sizes or ([sc.caption] if sc.caption else [])
+    if caps:
+        ch = max(_measure("\n".join(c), FONT)[1] for c in caps if c)
+        cw = max(_measure("\n".join(c), FONT)[0] for c in caps if c)
+        widths.append(cw)
+        lines.append(("caption", 0, y, FONT, "#000000"))
+        y -= ch + 0.12
+    for i, note in enumerate(sc.notes):
+        w, h = _measure(note, SMALL)
+        widths.append(w)
+        lines.append(("note", i, y, SMALL, GREY))
+        y -= h + 0.06
+    items, lx = [], x0
+    for label in _legend(sc):
+        w, h = _measure(label, SMALL)
+        items.append((label, lx))
+        lx += 0.3 + w + 0.2
+    widths.append(lx - x0)
+    legend_y = y - 0.1
+    bottom = legend_y - 0.12 - MARGIN
+    width = max(widths) + 2 * MARGIN
+    return dict(title_at=title_at, lines=lines, legend=items, legend_y=legend_y,
+                xlim=(x0 - MARGIN, x0 - MARGIN + width), ylim=(bottom, top))
+
+
+def figure(g, step=None, *, tangents=None, values=True, max_nodes=MAX_NODES,
+           compact=None, title=None):
+    """A matplotlib Figure (not registered with pyplot) holding ``draw``'s picture,
+    sized so that the text is at its natural size; takes ``draw``'s options.
+
+    >>> import graphengine as ge
+    >>> g = ge.ComputationalGraph.from_expression("x * y")
+    >>> g.forward(x=2, y=3); fig = ge.draw.figure(g); fig.savefig(io.BytesIO(), format="png")
+    6.0
+    """
+    _need_libraries()
+    from matplotlib.figure import Figure
+
+    sc = _scene(g, step, tangents, values, max_nodes, compact)
+    lay = _place(sc)
+    frame = _frame(sc, lay, title)
+    fig = Figure(figsize=_size(frame))
+    _render(sc, lay, frame, fig.add_axes((0, 0, 1, 1)), title)
+    return fig
+
+
+def _size(frame):
+    w = frame["xlim"][1] - frame["xlim"][0]
+    h = frame["ylim"][1] - frame["ylim"][0]
+    s = min(1.0, MAX_INCHES / w, MAX_INCHES / h)
+    return (w * s, h * s)
+
+
+def draw(g, ax=None, step=None, *, tangents=None, values=True, max_nodes=MAX_NODES,
+         compact=None, title=None):
     """Draw the circuit with matplotlib: values in green above, gradients in red below.
 
     Parameters
     ----------
     g : ComputationalGraph
     ax : matplotlib.axes.Axes, optional
-        Where to draw; default a new figure sized to the graph.
-    compact : bool, optional
-        Small nodes and no numbers; default True beyond ``COMPACT_AFTER`` nodes.
+        Where to draw (the picture is scaled to fit); default a new figure sized so
+        the text is at its natural size.
+    step : int, optional
+        Draw the backward pass after its first ``step`` gate steps: 0 shows only the
+        output's seed, the number of gates the output depends on shows the whole
+        backward. The gate of that step is highlighted, and a caption writes out its
+        upstream gradient, its local derivatives and the gradients it sends. Needs
+        the values of a forward (no backward needed). With ``tangents``: forward mode
+        after its first ``step`` gates.
+    tangents : dict, optional
+        The result of ``g.jvp(...)``: draw each node's tangent (blue) below it
+        instead of its gradient.
     values : bool
-        Write each node's value and gradient (from the last forward and backward).
+        Write values and gradients (default True).
+    max_nodes : int or None
+        Beyond this many nodes draw the ``max_nodes`` nodes nearest the output and
+        say so (None: every node; more than 150 are drawn without numbers, more than
+        2,000 is a GraphError).
+    compact : bool, optional
+        Leave out the numbers (default: only beyond 150 nodes).
     title : str, optional
 
     Returns
     -------
     matplotlib.axes.Axes
+
+    Notes
+    -----
+    Gradients of a backward that was run on other values than those on hand (a
+    forward since) are not drawn; a note says so. Constants and integer labels
+    get no gradient. Arrows never cross a node or a label they do not belong to:
+    the layout is igraph's Sugiyama layout, long arrows routed through its dummy
+    points (``graphengine/layout.py``).
 
     Examples
     --------
@@ -110,85 +516,159 @@ def draw(g, ax=None, compact: bool | None = None, values: bool = True, title: st
     >>> ax = g.draw()
     >>> sorted(t.get_text() for t in ax.texts if t.get_color() == "#c62828")
     ['-4', '-4', '-4', '1', '3']
+    >>> ax = g.draw(step=1)          # the multiply gate has run
+    >>> print(next(t.get_text() for t in ax.texts if t.get_gid() == "caption"))
+    step 1 of 2: gate mul_4 = add_3 * z receives the upstream gradient ∂mul_4/∂mul_4 = 1
+    local derivatives: ∂mul_4/∂add_3 = -4, ∂mul_4/∂z = 3
+    sends (upstream × local): add_3: 1 × -4 = -4, z: 1 × 3 = 3
     """
-    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
-
-    pos, width, height = _layout(g)
-    if compact is None:
-        compact = len(g) > COMPACT_AFTER
+    _need_libraries()
+    sc = _scene(g, step, tangents, values, max_nodes, compact)
+    lay = _place(sc)
+    frame = _frame(sc, lay, title)
     if ax is None:
         import matplotlib.pyplot as plt
-        _, ax = plt.subplots(figsize=_figsize(width, height, compact))
-    out = _output_name(g)
-    radius = 0.2 if compact else 0.24
-    patches = {}
-    for v, (x, y) in pos.items():
-        node = g[v]
-        if node.kind == "gate":
-            patch = Circle((x, y), radius, facecolor="#fff7e0" if v == out else "white",
-                           edgecolor="black", linewidth=2.0 if v == out else 1.2, zorder=2)
-            text = node.gate.label
-        else:
-            patch = FancyBboxPatch((x - 0.3, y - 0.15), 0.6, 0.3,
-                                   boxstyle="round,pad=0.02", facecolor="#e8f0fe",
-                                   edgecolor="black", linewidth=1.0, zorder=2)
-            text = _leaf_text(node)
-        ax.add_patch(patch)
-        patches[v] = patch
-        size = 7 if compact else (11 if len(text) <= 3 else 8)
-        ax.text(x, y, text if len(text) <= 10 else text[:9] + "…", ha="center",
-                va="center", fontsize=size, zorder=3)
-        if compact:
-            continue
-        if node.kind == "gate":
-            ax.text(x + radius * 0.8, y + radius * 0.9, v, ha="left", va="bottom",
-                    fontsize=7, color=GREY, zorder=3)
-        if values:
-            ax.text(x, y + 0.3, _fmt(node.value), ha="center", va="bottom", fontsize=9,
-                    color=GREEN, zorder=3)
-            ax.text(x, y - 0.3, _fmt(node.grad), ha="center", va="top", fontsize=9,
-                    color=RED, zorder=3)
-    seen = {}
-    for u, v in g.dag.edges():
-        count = g.dag.number_of_edges(u, v)
-        i = seen[(u, v)] = seen.get((u, v), -1) + 1
-        rad = 0.35 * (i - (count - 1) / 2) if count > 1 else \
-            (-0.25 if _blocked(pos[u], pos[v], pos.values()) else 0.0)
-        ax.add_patch(FancyArrowPatch(pos[u], pos[v], patchA=patches[u], patchB=patches[v],
-                                     arrowstyle="-|>", mutation_scale=10 if compact else 14,
-                                     connectionstyle=f"arc3,rad={rad}", color="#333333",
-                                     linewidth=0.8 if compact else 1.1, zorder=1))
-    ax.set_xlim(-0.8, XS * max(width - 1, 0) + 0.8)
-    ax.set_ylim(-YS * (height - 1) / 2 - 0.7, YS * (height - 1) / 2 + 0.7)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
-    elif not compact and values:
-        ax.set_title("value (green) above, gradient (red) below", fontsize=9, color=GREY)
+
+        ax = plt.figure(figsize=_size(frame)).add_axes((0, 0, 1, 1))
+    _render(sc, lay, frame, ax, title)
     return ax
 
 
-def _blocked(a, b, points) -> bool:
-    # does the straight arrow a -> b pass through another node? then it is bent
-    (ax_, ay), (bx, by) = a, b
-    dx, dy = bx - ax_, by - ay
-    length2 = dx * dx + dy * dy
-    for px, py in points:
-        t = ((px - ax_) * dx + (py - ay) * dy) / length2 if length2 else 0.0
-        if 0.05 < t < 0.95:
-            cx, cy = ax_ + t * dx - px, ay + t * dy - py
-            if cx * cx + cy * cy < 0.45 ** 2:
-                return True
-    return False
+def _render(sc, lay, frame, ax, title):
+    from matplotlib.patches import Ellipse, FancyArrowPatch, FancyBboxPatch, Rectangle
+    from matplotlib.path import Path
 
+    fig = ax.figure
+    (xa, xb), (ya, yb) = frame["xlim"], frame["ylim"]
+    bbox = ax.get_position(original=True)
+    fw, fh = fig.get_size_inches()
+    s = min(bbox.width * fw / (xb - xa), bbox.height * fh / (yb - ya))
+    g = sc.g
+
+    def text(x, y, t, size, gid, **kw):
+        if size * s < 1.0:        # a text scaled below 1 pt cannot be read (or drawn)
+            return None
+        kw.setdefault("ha", "center")
+        return ax.text(x, y, t, fontsize=size * s, gid=gid, zorder=4, **kw)
+
+    for v in sc.nodes:
+        (x, y), b = lay.pos[v], lay.boxes[v]
+        node = g[v]
+        face, edge, style = KINDS[node.kind]
+        width = 1.1
+        if v == sc.out:
+            face, width = "#fff7e0", 2.2
+        if v == sc.highlight:
+            face, edge, width = "#ffe0b2", ORANGE, 3.0
+        if b.ellipse:
+            patch = Ellipse((x, y), b.w, b.h)
+        else:
+            patch = FancyBboxPatch((x - b.w / 2 + 0.03, y - b.h / 2 + 0.03), b.w - 0.06,
+                                   b.h - 0.06, boxstyle="round,pad=0.03")
+        patch.set(facecolor=face, edgecolor=edge, linestyle=style, linewidth=width * s,
+                  zorder=3, gid=f"node:{v}")
+        ax.add_patch(patch)
+        text(x, y, sc.box_text[v], SYMBOL if b.ellipse else FONT, f"label:{v}", va="center",
+             color="#555555" if node.kind == "constant" else "black")
+        top = y + b.h / 2 + L.PAD + b.lift
+        if sc.above.get(v):
+            text(x, top, sc.above[v], FONT, f"label:{v}", va="bottom", color=GREEN)
+            top += _measure(sc.above[v], FONT)[1] + 0.03
+        if sc.name.get(v):
+            text(x, top, sc.name[v], SMALL, f"label:{v}", va="bottom", color=GREY)
+        if sc.below.get(v):
+            text(x, y - b.h / 2 - L.PAD - b.lift, sc.below[v], FONT, f"label:{v}", va="top",
+                 color=sc.below_color.get(v, RED),
+                 fontweight="bold" if v in sc.bold else "normal")
+    for u, v, slot, verts, codes in lay.edges:
+        hot = (u, v) in sc.hot_edges
+        arrow = FancyArrowPatch(path=Path(verts, codes), arrowstyle="-|>",
+                                mutation_scale=(9 if sc.compact else 12) * s,
+                                color=ORANGE if hot else ("#999999" if u is None else "#333333"),
+                                linewidth=(2.2 if hot else 1.0) * s,
+                                linestyle="--" if u is None else "-", zorder=2,
+                                gid=f"edge:{u or ''}:{v}:{slot}")
+        ax.add_patch(arrow)
+        letter = sc.slot_letters(v, slot)
+        if letter:
+            px, py = lay.ports[(v, slot)]
+            upper = py >= lay.pos[v][1]
+            text(px - 0.11, py + (0.015 if upper else -0.015), letter, MARK, f"port:{v}",
+                 va="bottom" if upper else "top", ha="right", color="#5d4037",
+                 style="italic")
+    if frame["title_at"] is not None:
+        text((xa + xb) / 2, frame["title_at"], title, 11.0, "title", va="bottom")
+    x0 = lay.extent[0]
+    for gid, i, y, size, color in frame["lines"]:     # this scene's texts, the frame's places
+        t = "\n".join(sc.caption) if gid == "caption" else sc.notes[i]
+        text(x0, y, t, size, gid, va="top", ha="left", color=color)
+    ly = frame["legend_y"]
+    for label, lx in frame["legend"]:
+        if label in KINDS:
+            face, edge, style = KINDS[label]
+            shape = Ellipse((lx + 0.12, ly), 0.24, 0.16) if label == "gate" else \
+                Rectangle((lx, ly - 0.07), 0.24, 0.14)
+            shape.set(facecolor=face, edgecolor=edge, linestyle=style, linewidth=s,
+                      gid="legend")
+            ax.add_patch(shape)
+        else:
+            color = {"value": GREEN, "gradient": RED, "tangent": BLUE}[label]
+            ax.add_patch(Rectangle((lx, ly - 0.07), 0.24, 0.14, facecolor=color,
+                                   edgecolor="none", gid="legend"))
+        text(lx + 0.3, ly, label, SMALL, "legend", va="center", ha="left", color=GREY)
+    ax.set_xlim(xa, xb)
+    ax.set_ylim(ya, yb)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def _layout(g):
+    # for callers that make a figure before drawing into its default subplot (the
+    # CLI): the picture's natural width and height in inches
+    sc = _scene(g)
+    w, h = _size(_frame(sc, _place(sc), None))
+    return None, w, h
+
+
+def _figsize(width, height, compact=False):
+    return (width / 0.775, height / 0.77)      # a default subplot's share of its figure
+
+
+# ---------------------------------------------------------------- Jupyter
+
+def repr_svg(g):
+    """The drawing as SVG text, for Jupyter: at most ``MAX_NODES`` nodes (the ones
+    nearest the output), so it stays fast at any size; None when matplotlib or igraph
+    is missing or the graph is empty (Jupyter then shows the text repr)."""
+    try:
+        _need_libraries()
+    except ImportError:
+        return None
+    if len(g) == 0:
+        return None
+    import matplotlib
+
+    fig = figure(g)
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):   # text as text: small files
+        fig.savefig(buf, format="svg")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- Graphviz
 
 def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _html(s: str) -> str:
+    return (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("\n", "<br/>"))
+
+
 def to_dot(g) -> str:
-    """Graphviz DOT text of the circuit, with the drawing's labels and colours.
+    """Graphviz DOT text of the circuit: each node's value and gradient inside its own
+    label, operand marks on the arrows of gates whose inputs do not commute.
 
     Parameters
     ----------
@@ -203,57 +683,50 @@ def to_dot(g) -> str:
     --------
     >>> import graphengine as ge
     >>> g = ge.ComputationalGraph.from_expression("x * x")
-    >>> print(g.to_dot())
-    digraph graphengine {
-      rankdir=LR;
-      node [fontname="Helvetica"];
-      "x" [shape=box, style=rounded, label="x"];
-      "mul_1" [shape=circle, label="*", xlabel="mul_1", penwidth=2];
+    >>> g.forward(x=3.0); grads = g.backward()
+    9.0
+    >>> dot = g.to_dot()
+    >>> print("\\n".join(line for line in dot.splitlines() if "->" in line))
       "x" -> "mul_1";
       "x" -> "mul_1";
-    }
+    >>> x_line = next(line for line in dot.splitlines() if line.startswith('  "x" ['))
+    >>> '<font color="#1a8a1a">3</font>' in x_line, '<font color="#c62828">6</font>' in x_line
+    (True, True)
     """
     out = _output_name(g)
-    lines = ["digraph graphengine {", "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    run = g.run
+    grads = run.grads is not None and run.grads_current
+    lines = ["digraph graphengine {", '  rankdir=LR; ordering=in; fontname="Helvetica";',
+             '  node [fontname="Helvetica", shape=plain];',
+             '  edge [fontname="Helvetica", labelfontsize=10, labelfontcolor="#5d4037", '
+             "arrowsize=0.7];"]
     for v in g.dag:
         node = g[v]
-        value, grad = _fmt(node.value), _fmt(node.grad)
+        face, _, style = KINDS[node.kind]
         if node.kind == "gate":
-            attrs = f"shape=circle, label={_quote(node.gate.label)}, xlabel={_quote(v)}"
-            if v == out:
-                attrs += ", penwidth=2"
+            roles = ROLES.get(node.gate.op)
+            head = (f"<b>{_html(roles[1] if roles else node.gate.label)}</b>  "
+                    f'<font color="{GREY}">{_html(v)}</font>')
         else:
-            attrs = f"shape=box, style=rounded, label={_quote(_leaf_text(node))}"
-        if value or grad:
-            html = (f'<font color="{GREEN}">{_html(value)}</font><br/>'
-                    f'<font color="{RED}">{_html(grad)}</font>')
-            attrs = attrs.replace(f"xlabel={_quote(v)}", f"xlabel=<{_html(v)}<br/>{html}>") \
-                if node.kind == "gate" else attrs + f", xlabel=<{html}>"
-        lines.append(f"  {_quote(v)} [{attrs}];")
-    for u, v in g.dag.edges():
-        lines.append(f"  {_quote(u)} -> {_quote(v)};")
+            head = f"<b>{_html(leaf_text(g, v))}</b>"
+        rows = [head]
+        value = "" if node.kind == "constant" and leaf_text(g, v) != v else fmt(node.value)
+        if value:
+            rows.append(f'<font color="{GREEN}">{_html(value)}</font>')
+        if grads and not _gradless(g, v):
+            rows.append(f'<font color="{RED}">{_html(fmt(node.grad))}</font>')
+        style = "rounded,dashed" if style == "--" else "rounded"
+        body = "".join(f"<tr><td>{r}</td></tr>" for r in rows)
+        lines.append(f'  {_quote(v)} [label=<<table border="{3 if v == out else 1}" '
+                     f'cellborder="0" cellspacing="0" cellpadding="3" style="{style}" '
+                     f'bgcolor="{face}">{body}</table>>];')
+    for u, v, s in sorted(g.dag.edges(data="slot"), key=lambda e: e[2]):
+        node = g[v]
+        roles = ROLES.get(node.gate.op)
+        mark = f" [headlabel={_quote(roles[0][s])}]" if roles else ""
+        lines.append(f"  {_quote(u)} -> {_quote(v)}{mark};")
+    if not grads and run.grads is not None:
+        lines.append('  label="gradients not shown: the last backward() was run on '
+                     'other values";')
     lines.append("}")
     return "\n".join(lines)
-
-
-def _html(s: str) -> str:
-    return (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\n", "<br/>"))
-
-
-def repr_svg(g):
-    """The drawing as SVG text, for Jupyter; None when matplotlib is missing or the
-    graph is empty (Jupyter then shows the text repr)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    if len(g) == 0:
-        return None
-    _, width, height = _layout(g)
-    compact = len(g) > COMPACT_AFTER
-    fig = Figure(figsize=_figsize(width, height, compact))
-    draw(g, ax=fig.add_subplot(), compact=compact)
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    return buf.getvalue()

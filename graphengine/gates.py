@@ -166,7 +166,7 @@ class Unary(Gate):
 class NegateGate(Unary):
     """neg: out = -x, d/dx = -1"""
 
-    op, symbol = "neg", "-"
+    op, symbol = "neg", "neg"
 
     def forward(self, x):
         return -x

@@ -755,10 +755,11 @@ class ComputationalGraph:
 
     # ------------------------------------------------------------ pictures and files
 
-    def draw(self, ax=None, **options):
-        """A matplotlib drawing of the circuit with values (green) and gradients (red)."""
+    def draw(self, ax=None, step=None, **options):
+        """A matplotlib drawing of the circuit with values (green) and gradients (red);
+        ``step=k``: the backward pass after k gate steps (see ``graphengine.draw.draw``)."""
         from .draw import draw
-        return draw(self, ax=ax, **options)
+        return draw(self, ax=ax, step=step, **options)
 
     def to_dot(self) -> str:
         """Graphviz DOT text of the circuit."""

@@ -1,0 +1,316 @@
+"""The drawings read back from matplotlib's artists: no arrow through a node or a text
+it does not belong to, no text over a node it does not label or over another text,
+everything inside the figure. Over a corpus: the left-fold sum, MLPs with a loss, the
+2-2-1 and 2-4-1 scalar networks, a 30-node chain reusing its input, 1/(1+e), seeded
+random DAGs of 10 to 60 nodes, every backward step of the circuit, forward mode."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+
+import graphengine as ge  # noqa: E402
+from graphengine import ComputationalGraph  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+# ---------------------------------------------------------------- the corpus
+
+def circuit():
+    g = ComputationalGraph()
+    x, y, z = g.input("x"), g.input("y"), g.input("z")
+    g.mul(g.add(x, y, name="q"), z, name="f")
+    g.forward(x=-2.0, y=5.0, z=-4.0)
+    g.backward()
+    return g
+
+
+def left_fold():
+    g = ComputationalGraph()
+    xs = [g.input(f"x{i}") for i in range(8)]
+    s = xs[0]
+    for x in xs[1:]:
+        s = s + x
+    g.forward({f"x{i}": float(i) for i in range(8)})
+    g.backward()
+    return g
+
+
+def mlp_cross_entropy():
+    g = ComputationalGraph()
+    logits = ge.nn.mlp(g, g.input("x"), [4, 3, 2])
+    g.softmax_cross_entropy(logits, g.input("y"), name="loss")
+    g.forward(x=np.random.default_rng(0).normal(size=(2, 4)), y=np.array([0, 1]))
+    g.backward()
+    return g
+
+
+def mlp_mse():
+    g = ComputationalGraph()
+    out = ge.nn.mlp(g, g.input("x"), [2, 3, 3, 1], activation="tanh")
+    g.mse(out, g.input("target"), name="loss")
+    g.forward(x=np.array([[0.5, -0.2]]), target=np.array([[1.0]]))
+    g.backward()
+    return g
+
+
+def scalar_network(hidden=2):
+    g = ComputationalGraph()
+    x1, x2 = g.input("x1"), g.input("x2")
+    rng = np.random.default_rng(hidden)
+    hs = []
+    for j in range(hidden):
+        a = x1 * g.parameter(f"w1{j}", rng.normal()) + x2 * g.parameter(f"w2{j}", rng.normal())
+        hs.append(g.sigmoid(a + g.parameter(f"b{j}", 0.35), name=f"h{j}"))
+    s = hs[0] * g.parameter("v0", 0.4)
+    for j in range(1, hidden):
+        s = s + hs[j] * g.parameter(f"v{j}", 0.45)
+    o = g.sigmoid(s + g.parameter("c", 0.6), name="o")
+    g.mse(o, g.input("target"), name="loss")
+    g.forward(x1=0.05, x2=0.1, target=0.01)
+    g.backward()
+    return g
+
+
+def network_221():
+    return scalar_network(2)
+
+
+def network_241():
+    return scalar_network(4)
+
+
+def chain_reusing_input(n=30):
+    g = ComputationalGraph()
+    x = g.input("x")
+    node = x
+    while len(g) < n:
+        node = g.tanh(node + x) if len(g) % 3 else g.sigmoid(node * x)
+    g.forward(x=0.3)
+    g.backward()
+    return g
+
+
+def one_over_one_plus_e():
+    g = ComputationalGraph()
+    x = g.input("x")
+    _ = 1 / (1 + g.exp(-x))
+    g.forward(x=0.5)
+    g.backward()
+    return g
+
+
+def random_dag(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(10, 61))
+    shape = [(), (), (2,), (3,)][seed % 4]
+    g = ComputationalGraph()
+    nodes, feed = [], {}
+    for k in range(int(rng.integers(2, 6))):
+        value = rng.uniform(0.5, 1.5, shape)
+        value = float(value) if shape == () else value
+        if rng.integers(2):
+            nodes.append(g.input(f"x{k}"))
+            feed[f"x{k}"] = value
+        else:
+            nodes.append(g.parameter(f"w{k}", value))
+    ops = ["add", "sub", "mul", "max", "div", "sigmoid", "tanh", "neg", "pow"]
+    while len(g) < size - 3:
+        op = ops[int(rng.integers(len(ops)))]
+        a = nodes[int(rng.integers(max(0, len(nodes) - 6), len(nodes)))]
+        b = a if rng.integers(6) == 0 else nodes[int(rng.integers(len(nodes)))]
+        if op in ("sigmoid", "tanh", "neg"):
+            nodes.append(getattr(g, op)(a))
+        elif op == "pow":
+            nodes.append(g.pow(a, 2))
+        elif op == "div":
+            nodes.append(g.div(a, g.sigmoid(b) + 1.0))
+        else:
+            nodes.append(getattr(g, op)(a, b))
+    ends = [v for v in g.dag if not g.dag.succ[v] and g[v].kind == "gate"]
+    out = g[ends[0]]
+    for v in ends[1:]:
+        out = g.add(out, g[v])
+    g.set_output(g.sum(out) if shape else out)
+    g.forward(feed)
+    g.backward()
+    return g
+
+
+CORPUS = [circuit, left_fold, mlp_cross_entropy, mlp_mse, network_221, network_241,
+          chain_reusing_input, one_over_one_plus_e]
+
+
+# ---------------------------------------------------------------- reading the artists back
+
+def _points(path, transform, spacing=2.0):
+    """Points along a path (flattened curves) every ``spacing`` pixels, in pixels."""
+    pts = []
+    for poly in path.to_polygons(transform, closed_only=False):
+        for a, b in zip(poly[:-1], poly[1:], strict=True):
+            n = max(2, int(np.hypot(*(b - a)) / spacing) + 1)
+            pts.append(a + np.linspace(0, 1, n)[:, None] * (b - a))
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def _inside(pts, boxes, ellipses, shrink=1.5):
+    """Which points lie inside which node shape: (points, nodes) booleans."""
+    x0, y0 = boxes[:, 0] + shrink, boxes[:, 1] + shrink
+    x1, y1 = boxes[:, 2] - shrink, boxes[:, 3] - shrink
+    px, py = pts[:, :1], pts[:, 1:]
+    inside = (px > x0) & (px < x1) & (py > y0) & (py < y1)
+    a, b = np.maximum((x1 - x0) / 2, 1e-9), np.maximum((y1 - y0) / 2, 1e-9)
+    in_ellipse = ((px - (x0 + x1) / 2) / a) ** 2 + ((py - (y0 + y1) / 2) / b) ** 2 < 1
+    return inside & (in_ellipse | ~ellipses)
+
+
+def _extent(box):
+    return [box.x0, box.y0, box.x1, box.y1]
+
+
+def check_geometry(ax):
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    nodes = {p.get_gid()[5:]: p for p in ax.patches if (p.get_gid() or "").startswith("node:")}
+    names = list(nodes)
+    node_boxes = np.array([_extent(p.get_window_extent(renderer)) for p in nodes.values()]
+                          ).reshape(-1, 4)
+    ellipses = np.array([isinstance(p, Ellipse) for p in nodes.values()], bool)
+    edges = [p for p in ax.patches if (p.get_gid() or "").startswith("edge:")]
+    texts = [t for t in ax.texts if t.get_text()]
+    gids = [t.get_gid() or "" for t in texts]
+    text_boxes = np.array([_extent(t.get_window_extent(renderer)) for t in texts]).reshape(-1, 4)
+    problems = []
+    frame = fig.bbox
+    for edge in edges:
+        _, u, v, _ = edge.get_gid().split(":")
+        pts = _points(edge.get_path(), ax.transData)
+        if (pts.min(axis=0) < (frame.x0 - 1, frame.y0 - 1)).any() or \
+                (pts.max(axis=0) > (frame.x1 + 1, frame.y1 + 1)).any():
+            problems.append(f"arrow {u} -> {v} leaves the figure")
+        hit = _inside(pts, node_boxes, ellipses).any(axis=0)
+        problems += [f"arrow {u} -> {v} crosses node {names[k]}" for k in np.flatnonzero(hit)
+                     if names[k] not in (u, v)]
+        hit = _inside(pts, text_boxes, np.zeros(len(texts), bool), shrink=1.0).any(axis=0)
+        problems += [f"arrow {u} -> {v} crosses text {texts[k].get_text()!r} ({gids[k]})"
+                     for k in np.flatnonzero(hit) if gids[k] != f"port:{v}"]
+
+    def overlaps(a, b, tol=0.5):
+        return ((a[:, None, 0] + tol < b[None, :, 2]) & (b[None, :, 0] + tol < a[:, None, 2])
+                & (a[:, None, 1] + tol < b[None, :, 3]) & (b[None, :, 1] + tol < a[:, None, 3]))
+
+    for i, k in zip(*np.nonzero(overlaps(text_boxes, node_boxes)), strict=True):
+        owner = gids[i].split(":", 1)[1] if ":" in gids[i] else None
+        if owner != names[k]:
+            problems.append(f"text {texts[i].get_text()!r} ({gids[i]}) overlaps node {names[k]}")
+    for i, k in zip(*np.nonzero(np.triu(overlaps(text_boxes, text_boxes), 1)), strict=True):
+        problems.append(f"text {texts[i].get_text()!r} ({gids[i]}) overlaps text "
+                        f"{texts[k].get_text()!r} ({gids[k]})")
+    others = [p for p in ax.patches if not (p.get_gid() or "").startswith(("node:", "edge:"))]
+    boxes = np.concatenate([node_boxes, text_boxes, np.array(
+        [_extent(p.get_window_extent(renderer)) for p in others]).reshape(-1, 4)])
+    labels = names + [t.get_text() for t in texts] + [p.get_gid() for p in others]
+    out = (boxes[:, 0] < frame.x0 - 1) | (boxes[:, 1] < frame.y0 - 1) | \
+        (boxes[:, 2] > frame.x1 + 1) | (boxes[:, 3] > frame.y1 + 1)
+    problems += [f"{labels[k]!r} leaves the figure" for k in np.flatnonzero(out)]
+    return problems, nodes, edges
+
+
+def assert_clean(ax):
+    problems, nodes, edges = check_geometry(ax)
+    assert problems == [], "\n".join(problems[:20])
+    return nodes, edges
+
+
+# ---------------------------------------------------------------- the tests
+
+@pytest.mark.parametrize("make", CORPUS, ids=lambda f: f.__name__)
+def test_corpus_is_drawn_cleanly(make):
+    g = make()
+    nodes, edges = assert_clean(g.draw())
+    assert set(nodes) == set(g.dag)
+    assert len(edges) == g.dag.number_of_edges()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_random_dags_are_drawn_cleanly(seed):
+    g = random_dag(seed)
+    assert 10 <= len(g) <= 64
+    assert_clean(g.draw())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2] + list(range(4, 40)))
+def test_more_random_dags_are_drawn_cleanly(seed):
+    assert_clean(random_dag(seed).draw())
+
+
+def test_every_backward_step_of_the_circuit_is_drawn_cleanly():
+    g = circuit()
+    for k in range(3):
+        assert_clean(g.draw(step=k))
+
+
+def test_every_step_of_a_network_is_drawn_cleanly():
+    g = network_221()
+    assert_clean(g.draw(step=5))
+
+
+def test_tangents_are_drawn_cleanly():
+    g = one_over_one_plus_e()
+    t = g.jvp({"x": 1.0})
+    assert_clean(g.draw(tangents=t))
+    assert_clean(g.draw(tangents=t, step=2))
+
+
+def test_an_overview_of_a_big_graph_is_drawn_cleanly():
+    g = chain_reusing_input(300)
+    nodes, edges = assert_clean(g.draw())
+    assert 10 < len(nodes) <= ge.draw.MAX_NODES
+
+
+def test_drawn_into_a_small_axes_of_the_callers_figure():
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    left.plot([0, 1])
+    g = mlp_cross_entropy()
+    g.draw(ax=right)
+    x0, x1 = right.get_xlim()
+    texts = [t for t in right.texts if t.get_text()]
+    assert texts and all(t.get_fontsize() < 9 for t in texts)     # scaled to fit
+    assert x1 > x0
+
+
+def test_the_checker_sees_texts_over_texts_and_nodes_and_outside_the_figure():
+    ax = circuit().draw()
+    q = next(t for t in ax.texts if t.get_gid() == "label:q" and t.get_text() == "3")
+    q.set_position(next(p for p in ax.patches if p.get_gid() == "node:f").get_center())
+    ax.text(1e3, 0, "far away", gid="note")
+    problems, _, _ = check_geometry(ax)
+    assert any("'3' (label:q) overlaps node f" in p for p in problems)
+    assert any("'3' (label:q) overlaps text '*' (label:f)" in p
+               or "overlaps text '3' (label:q)" in p for p in problems)
+    assert any("'far away' leaves the figure" in p for p in problems)
+
+
+def test_the_checker_sees_an_arrow_through_a_node():
+    # the checker itself must fail on the defect it is there to catch
+    g = left_fold()
+    ax = g.draw()
+    edge = next(p for p in ax.patches if p.get_gid() == "edge:x4:add_11:1")
+    far = next(p for p in ax.patches if p.get_gid() == "node:add_8")
+    (fx, fy) = far.get_center()
+    from matplotlib.path import Path
+    edge.set_positions = None
+    edge._path_original = Path([(fx - 1, fy), (fx + 1, fy)])
+    problems, _, _ = check_geometry(ax)
+    assert any("crosses node add_8" in p for p in problems)
