@@ -23,7 +23,7 @@ import numpy as np
 
 from . import gates as G
 from .errors import GraphError
-from .plan import Plan, RunState, _plural, as_value, compile_plan
+from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan
 
 KINDS = ("input", "parameter", "constant", "gate")
 
@@ -88,16 +88,29 @@ class Node:
     (13.0, 12.0)
     """
 
-    __slots__ = ("graph", "name", "_kind", "_gate", "_args", "_value")
+    # _a, _b: a gate's first and second input (None when it has fewer); a gate of
+    # another arity keeps the tuple of its inputs in _a and MANY in _b. _k is the
+    # compiler's scratch slot.
+    __slots__ = ("graph", "name", "_kind", "_gate", "_a", "_b", "_value", "_k")
     __array_ufunc__ = None          # numpy defers to Node's reflected operators
 
-    def __init__(self, graph, name, kind, gate, args, value):
+    def __init__(self, graph, name, kind, gate, a, b, value):
         self.graph = graph
         self.name = name
         self._kind = kind
         self._gate = gate
-        self._args = args
+        self._a = a
+        self._b = b
         self._value = value
+        self._k = None
+
+    @property
+    def _args(self) -> tuple:
+        b = self._b
+        if b is None:
+            a = self._a
+            return () if a is None else (a,)
+        return self._a if b is MANY else (self._a, b)
 
     @property
     def kind(self) -> str:
@@ -215,6 +228,27 @@ def _forward_arity(fn, bound: bool):
     return least, most
 
 
+def _warm(classes) -> None:
+    # A CPython 3.11 trap: an instance's attribute values live inline only if its
+    # class had already seen those attribute names when the instance was made;
+    # otherwise each instance grows a dict of its own (about 200 bytes, and one
+    # object more for the cyclic collector), which a big graph's first forward would
+    # do to every gate. One throwaway run per built-in gate teaches the classes.
+    x, m = np.array([[0.5, -1.0], [2.0, 0.25]]), np.array([0.0, 1.0])
+    for cls in classes:
+        for args in ((0.5, 0.25), (x, x), (x, m)):
+            gate = cls()
+            gate._ge_node = None
+            try:
+                out = gate.forward(*args[:cls.arity or 1])
+                gate.backward(np.ones(np.shape(out)) if np.ndim(out) else 1.0)
+            except Exception:       # noqa: S110 (a sample an op does not take)
+                pass
+
+
+_warm(sorted(G.BUILTIN, key=lambda c: c.__name__))
+
+
 class ComputationalGraph:
     """A DAG of gates, run forward and backward; ``g.dag`` shows it as a networkx
     MultiDiGraph.
@@ -279,7 +313,10 @@ class ComputationalGraph:
             while name in nodes or name == avoid:
                 k += 1
                 name = f"{prefix}_{k}"
-        node = Node(self, name, kind, gate, args, value)
+        n = len(args)
+        node = Node(self, name, kind, gate, *((args[0], None) if n == 1 else args if n == 2
+                                              else (None, None) if kind != "gate"
+                                              else (args, MANY)), value)
         nodes[name] = node
         if gate is not None:
             try:
@@ -300,7 +337,7 @@ class ComputationalGraph:
         while name in nodes:
             k += 1
             name = f"{cls.op}_{k}"
-        node = nodes[name] = Node(self, name, "gate", gate, (x, y), None)
+        node = nodes[name] = Node(self, name, "gate", gate, x, y, None)
         gate._ge_node = node
         self._plan = None
         if self._dag is not None:
@@ -314,7 +351,7 @@ class ComputationalGraph:
         while name in nodes:
             k += 1
             name = f"const_{k}"
-        node = nodes[name] = Node(self, name, "constant", None, (), v)
+        node = nodes[name] = Node(self, name, "constant", None, None, None, v)
         self._plan = None
         if self._dag is not None:
             _dag_add(self._dag, node)
@@ -340,7 +377,7 @@ class ComputationalGraph:
             while name in nodes:
                 k += 1
                 name = f"{cls.op}_{k}"
-            node = nodes[name] = Node(self, name, "gate", gate, (x,), None)
+            node = nodes[name] = Node(self, name, "gate", gate, x, None, None)
             gate._ge_node = node
             self._plan = None
             if self._dag is not None:
@@ -837,8 +874,7 @@ class ComputationalGraph:
                 vals[slot] = fed[name]
         if fed is not feed and plan is self._plan:
             self.run.fed = {k: v for k, v in fed.items() if k in plan.outside}
-        for k, node in plan.leaves:
-            vals[k] = node._value
+        plan.load(vals)
 
     def forward(self, feed: dict | None = None, **named):
         """Run every gate the output needs, in topological order; return the output's value.

@@ -23,6 +23,7 @@ from .gates import BUILTIN, Gate, fit, zeros_like
 # backward also has binary steps that want only their first or only their second
 # input's gradient (and a checked step's b is then the tuple of wanted inputs)
 UNARY, BINARY, CHECKED, FIRST, SECOND = 1, 2, 0, 3, 4
+MANY = object()       # Node._b of a gate whose arity is not 1 or 2: _a holds the tuple
 
 
 def _describe(v) -> str:
@@ -99,22 +100,31 @@ def _own(p, q, up):
 
 
 class Plan:
-    """A graph lowered for running: ``names`` (slot to node name), ``steps``,
-    ``inputs`` ``(slot, name)`` to feed, ``leaves`` ``(slot, node)`` of parameters
-    and constants, the output's slot ``out`` and the names of the nodes ``outside``
-    it. ``slot`` (name to slot) and ``gates`` ``(gate, input slots, out)`` are built
-    on first use."""
+    """A graph lowered for running: ``names`` (slot to node name); the steps as
+    parallel lists ``kinds, gates, a, b, outs`` (``steps`` gives them as tuples);
+    ``inputs`` ``(slot, name)`` to feed; ``leaf_slots, leaf_nodes`` of parameters
+    and constants; the output's slot ``out``; the names of the nodes ``outside`` it.
+    ``slot`` (name to slot) and ``gates`` ``(gate, input slots, out)`` are built on
+    first use. Parallel lists cost a few bytes a step and nothing to the cyclic
+    garbage collector, which a tuple per step would cost at every collection."""
 
-    def __init__(self, names, steps, inputs, leaves, out, outside):
+    def __init__(self, names, kinds, gates, a, b, outs, inputs, leaf_slots, leaf_nodes, out,
+                 outside):
         self.names = names
-        self.steps = steps
+        self.cols = (kinds, gates, a, b, outs)
         self.inputs = inputs
-        self.leaves = leaves
+        self.leaf_slots = leaf_slots
+        self.leaf_nodes = leaf_nodes
         self.out = out
         self.outside = outside
         self._slot = self._gates = self._template = None
         self._no_jvp = False
         self._pruned = {}
+
+    @property
+    def steps(self) -> tuple:
+        """``(kind, gate, a, b, out)`` per step, in topological order."""
+        return tuple(zip(*self.cols, strict=True))
 
     @property
     def slot(self) -> dict:
@@ -125,26 +135,37 @@ class Plan:
     @property
     def gates(self) -> tuple:
         if self._gates is None:
-            self._gates = tuple((gate, (a,) if kind == UNARY else (a, b) if kind == BINARY
-                                 else a, out) for kind, gate, a, b, out in self.steps)
+            self._gates = tuple(
+                (gate, (a,) if kind == UNARY else (a, b) if kind == BINARY else a, out)
+                for kind, gate, a, b, out in zip(*self.cols, strict=True))
         return self._gates
+
+    @property
+    def leaves(self) -> tuple:
+        """``(slot, node)`` of each parameter and constant."""
+        return tuple(zip(self.leaf_slots, self.leaf_nodes, strict=True))
 
     @property
     def stored(self) -> tuple:
         """``(slot, {"kind", "value"})`` of each parameter and constant."""
-        return tuple((k, {"kind": n.kind, "value": n._value}) for k, n in self.leaves)
+        return tuple((k, {"kind": n.kind, "value": n._value})
+                     for k, n in zip(self.leaf_slots, self.leaf_nodes, strict=True))
 
     @property
     def no_jvp(self):
         """``(gate, slot)`` of the first gate without jvp, or None."""
         if self._no_jvp is False:
-            self._no_jvp = next(((g, out) for _, g, _, _, out in self.steps
+            _, gates, _, _, outs = self.cols
+            self._no_jvp = next(((g, out) for g, out in zip(gates, outs, strict=False)
                                  if type(g).jvp is Gate.jvp), None)
         return self._no_jvp
 
     def as_dict(self, values: list) -> dict:
         template = self._template
-        if template is None:
+        if template is None:                  # the first call builds; later ones copy
+            self._template = False
+            return dict(zip(self.names, values, strict=True))
+        if template is False:
             template = self._template = dict.fromkeys(self.names)
         result = template.copy()
         result.update(zip(self.names, values, strict=True))
@@ -152,13 +173,13 @@ class Plan:
 
     def load(self, vals: list) -> None:
         """Put the parameters' and constants' values into their slots."""
-        for k, node in self.leaves:
+        for k, node in zip(self.leaf_slots, self.leaf_nodes, strict=False):
             vals[k] = node._value
 
     def forward(self, vals: list) -> None:
         out = -1
         try:
-            for kind, gate, a, b, out in self.steps:
+            for kind, gate, a, b, out in zip(*self.cols, strict=False):
                 if kind == 1:                                  # UNARY
                     vals[out] = gate.forward(vals[a])
                 elif kind == 2:                                # BINARY
@@ -176,9 +197,10 @@ class Plan:
         grads = [None] * len(vals)
         grads[self.out] = seed
         out = -1
+        steps = (zip(*map(reversed, self.cols), strict=False) if wrt is None
+                 else reversed(self.pruned(wrt)))
         try:
-            for kind, gate, a, b, out in reversed(self.steps if wrt is None
-                                                  else self.pruned(wrt)):
+            for kind, gate, a, b, out in steps:
                 up = grads[out]
                 if kind == 1:                                  # UNARY
                     (p,) = gate.backward(up)
@@ -235,7 +257,7 @@ class Plan:
         if steps is None:
             need = self.downstream(wrt)
             steps = []
-            for kind, gate, a, b, out in self.steps:
+            for kind, gate, a, b, out in zip(*self.cols, strict=False):
                 if not need[out]:
                     continue
                 if kind == BINARY:
@@ -264,7 +286,7 @@ class Plan:
                              "has no jvp, so forward mode cannot pass through it")
         out = -1
         try:
-            for kind, gate, a, b, out in self.steps:
+            for kind, gate, a, b, out in zip(*self.cols, strict=False):
                 if kind == 1:
                     tangents[out] = gate.jvp(tangents[a])
                 elif kind == 2:
@@ -328,7 +350,7 @@ class Plan:
         if out < 0:
             return exc
         name = self.names[out]
-        step = next(s for s in self.steps if s[4] == out)
+        step = self.steps[self.cols[4].index(out)]
         gate = step[1]
         if isinstance(exc, GraphError):
             if f"node {name!r}" in str(exc):
@@ -426,33 +448,58 @@ def compile_plan(nodes, output) -> Plan:
 
 
 def _compile(nodes, output) -> Plan:
-    slot = {output: 0}                # first a marker of the output's ancestors
+    # the output's ancestors, by one reverse pass (insertion order is topological);
+    # node._k marks them, then holds their slot
+    mark = object()
+    output._k = mark
     order = []
     for node in reversed(nodes):
-        if node in slot:
+        if node._k is mark:
             order.append(node)
-            for u in node._args:
-                slot[u] = 0
+            b = node._b
+            if b is not None:
+                if b is MANY:
+                    for u in node._a:
+                        u._k = mark
+                    continue
+                b._k = mark
+            a = node._a
+            if a is not None:
+                a._k = mark
     order.reverse()
-    steps, inputs, leaves = [], [], []
+    kinds, gates, A, B, outs = [], [], [], [], []
+    inputs, leaf_slots, leaf_nodes = [], [], []
     builtin = BUILTIN
     for k, node in enumerate(order):
-        slot[node] = k
+        node._k = k
         kind = node._kind
         if kind == "gate":
-            gate, args = node._gate, node._args
-            n = len(args)
-            if n == 1 and type(gate) in builtin:
-                steps.append((1, gate, slot[args[0]], None, k))
-            elif n == 2 and type(gate) in builtin:
-                steps.append((2, gate, slot[args[0]], slot[args[1]], k))
+            gate, b = node._gate, node._b
+            if b is MANY or type(gate) not in builtin:
+                kinds.append(0)
+                A.append(tuple([u._k for u in node._args]))
+                B.append(None)
+            elif b is None:
+                kinds.append(1)
+                A.append(node._a._k)
+                B.append(None)
             else:
-                steps.append((0, gate, tuple([slot[u] for u in args]), None, k))
+                kinds.append(2)
+                A.append(node._a._k)
+                B.append(b._k)
+            gates.append(gate)
+            outs.append(k)
         elif kind == "input":
             inputs.append((k, node.name))
         else:
-            leaves.append((k, node))
+            leaf_slots.append(k)
+            leaf_nodes.append(node)
     outside = () if len(order) == len(nodes) else \
-        tuple(node.name for node in nodes if node not in slot)
-    return Plan([node.name for node in order], tuple(steps), tuple(inputs), tuple(leaves),
-                slot[output], outside)
+        tuple(node.name for node in nodes if not _in(node, order))
+    return Plan([node.name for node in order], kinds, gates, A, B, outs, tuple(inputs),
+                leaf_slots, leaf_nodes, output._k, outside)
+
+
+def _in(node, order) -> bool:
+    k = node._k
+    return k.__class__ is int and k < len(order) and order[k] is node
