@@ -578,9 +578,8 @@ def test_the_seed_and_a_users_in_place_backward_stay_apart():
 
 def test_unused_leaves_get_zeros_of_their_own_shape():
     g = ComputationalGraph()
-    x, y = g.input("x"), g.input("y")
-    w = g.parameter("w", np.ones((2, 3)))
-    c = g.constant(np.ones(4), name="c")
+    x = g.input("x")
+    g.input("y"), g.parameter("w", np.ones((2, 3))), g.constant(np.ones(4), name="c")
     never = g.input("never")
     g.set_output(g.sigmoid(x, name="s"))
     g.forward(x=0.0, y=np.ones((5, 2)))
