@@ -9,7 +9,8 @@ two-moons points, the max-margin loss ``relu(1 - y * score)`` averaged, plus
 with Node operators (as micrograd's demo does with Values), runs forward and
 backward, and updates the parameters by SGD. All three start from micrograd's own
 initial weights, and the first losses agree. Figures are the best of --repeats rounds
-of --steps steps each; rounds interleave the contenders.
+of --steps steps each, in CPU time of the running thread (so the load of other
+processes on a shared machine counts less); rounds interleave the contenders.
 """
 
 from __future__ import annotations
@@ -174,10 +175,10 @@ def main(argv=None):
     for _ in range(args.repeats):
         for name, fn in contenders.items():
             gc.collect()                # no contender pays for another's garbage
-            start = time.perf_counter()
+            start = time.thread_time()  # CPU time: other processes' load is not ours
             for j in range(args.steps):
                 fn(k + j)
-            times[name].append((time.perf_counter() - start) / args.steps)
+            times[name].append((time.thread_time() - start) / args.steps)
         k += args.steps
     best = {name: min(v) for name, v in times.items()}
     e = best["graphengine"]

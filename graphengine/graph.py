@@ -892,7 +892,8 @@ class ComputationalGraph:
         if vals is None:
             vals = [None] * len(plan.names)
         run.forget_values()
-        run.fed = {}
+        if run.fed:
+            run.fed = {}
         self._load(plan, vals, feed, named)
         plan.forward(vals)
         run.set_values(plan, vals)

@@ -57,7 +57,7 @@ class Optimizer:
 
     @staticmethod
     def _apply(p: Node, delta) -> None:
-        value = p._attrs["value"]
+        value = p._value
         if value.__class__ is float:
             p.value = value - delta
         else:

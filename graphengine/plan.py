@@ -192,25 +192,28 @@ class Plan:
 
     def backward(self, vals: list, seed, wrt: tuple | None = None) -> list:
         """Gradients by slot, each array its own. With ``wrt`` (slots), only the
-        steps between those slots and the output run; gradients nobody asked for
-        may stay None. ``seed`` becomes the output's gradient as it is."""
+        steps between those slots and the output run (a training step's backward):
+        gradients nobody asked for may stay None, and a gate that passes its upstream
+        through (add) hands the same array on instead of a copy. ``seed`` becomes
+        the output's gradient as it is."""
         grads = [None] * len(vals)
         grads[self.out] = seed
         out = -1
-        steps = (zip(*map(reversed, self.cols), strict=False) if wrt is None
+        own = wrt is None
+        steps = (zip(*map(reversed, self.cols), strict=False) if own
                  else reversed(self.pruned(wrt)))
         try:
             for kind, gate, a, b, out in steps:
                 up = grads[out]
                 if kind == 1:                                  # UNARY
                     (p,) = gate.backward(up)
-                    if p is up and up.__class__ is not float:
+                    if p is up and own and up.__class__ is not float:
                         p = p.copy()
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
                 elif kind == 2:                                # BINARY
                     p, q = gate.backward(up)
-                    if up.__class__ is not float and (p is up or q is up or p is q):
+                    if own and up.__class__ is not float and (p is up or q is up or p is q):
                         p, q = _own(p, q, up)
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
@@ -218,14 +221,10 @@ class Plan:
                     grads[b] = q if cur is None else cur + q
                 elif kind == 3:                                # FIRST
                     p = gate.backward(up)[0]
-                    if p is up and up.__class__ is not float:
-                        p = p.copy()
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
                 elif kind == 4:                                # SECOND
                     q = gate.backward(up)[1]
-                    if q is up and up.__class__ is not float:
-                        q = q.copy()
                     cur = grads[b]
                     grads[b] = q if cur is None else cur + q
                 else:                                          # CHECKED
