@@ -922,7 +922,7 @@ class ComputationalGraph:
         vals = [None] * len(plan.names)
         self._load(plan, vals, feed, named)
         run = self.run
-        run.stale = run.values is not None and bool(plan.steps) or run.stale
+        run.stale = run.values is not None and bool(plan.cols[0]) or run.stale
         plan.forward(vals)
         return vals[plan.out]
 
@@ -930,8 +930,10 @@ class ComputationalGraph:
         """Gradients of the output with respect to every node, as name -> array/float.
 
         ``seed`` is the upstream gradient of the output (default: ones of its shape).
-        Paths add up; nodes the output does not depend on get zeros. Every array
-        returned is its own (none is another's, the seed, or a gate's).
+        Paths add up; nodes the output does not depend on get zeros of their own
+        shape (a parameter's or constant's value's, an input's as last fed; 0.0 for
+        an input never fed and for a gate that did not run). Every array returned is
+        its own (none is another's, the seed, or a gate's).
 
         >>> g = ComputationalGraph(); x = g.input("x"); y = x * x + x
         >>> g.forward(x=3.0); g.backward()["x"]

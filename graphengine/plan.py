@@ -316,11 +316,12 @@ class Plan:
         name = self.names[out]
         if not isinstance(parts, (list, tuple)):
             raise GraphError(f"node {name!r}: backward must return a sequence of "
-                             f"{len(ins)} gradients, got {type(parts).__name__} "
+                             f"{_plural(len(ins), 'gradient')}, got {type(parts).__name__} "
                              "(return a list or tuple)")
         if len(parts) != len(ins):
-            raise GraphError(f"node {name!r}: backward returned {len(parts)} gradients "
-                             f"for {len(ins)} inputs")
+            raise GraphError(f"node {name!r}: backward returned "
+                             f"{_plural(len(parts), 'gradient')} for "
+                             f"{_plural(len(ins), 'input')}")
         checked = []
         for k, (i, p) in enumerate(zip(ins, parts, strict=True)):
             x = vals[i]

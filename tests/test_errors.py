@@ -166,7 +166,7 @@ def test_seed_of_the_wrong_shape(g):
 def test_wrong_number_of_inputs(g):
     with pytest.raises(GraphError, match=r"gate \+ of node 's' takes 2 inputs, got 3"):
         g.apply(AddGate(), g["x"], g["y"], g["z"], name="s")
-    with pytest.raises(GraphError, match="gate sigmoid_x takes 1 inputs, got 2|σ.*takes 1"):
+    with pytest.raises(GraphError, match="gate σ takes 1 input, got 2"):
         g.apply(SigmoidGate(), g["x"], g["y"])
 
     class Two(Gate):
@@ -270,10 +270,10 @@ class Stringy(Gate):
 
 
 @pytest.mark.parametrize("gate, inputs, match, phase", [
-    (BadCount(), 2, r"node 'u': backward returned 1 gradients for 2 inputs", "backward"),
+    (BadCount(), 2, r"node 'u': backward returned 1 gradient for 2 inputs", "backward"),
     (BadShape(), 1, r"node 'u': backward's gradient 0 has shape \(5,\), expected \(3,\) "
                     r"\(the shape of input 'x'\)", "backward"),
-    (NotASequence(), 1, r"node 'u': backward must return a sequence of 1 gradients, got int",
+    (NotASequence(), 1, r"node 'u': backward must return a sequence of 1 gradient, got int",
      "backward"),
     (Fails(), 1, r"node 'u' \(Fails\) failed in forward on inputs 'x' \(3,\): boom", "forward"),
     (Stringy(), 1, r"node 'u': forward returned: expected a number or a numpy array, got str",
