@@ -23,7 +23,7 @@ import numpy as np
 
 from . import gates as G
 from .errors import GraphError
-from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan
+from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan, made
 
 KINDS = ("input", "parameter", "constant", "gate")
 
@@ -119,7 +119,8 @@ class Node:
 
     @property
     def gate(self) -> G.Gate | None:
-        return self._gate
+        gate = self._gate
+        return made(self) if gate.__class__ is type else gate
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -129,7 +130,7 @@ class Node:
     @property
     def _attrs(self) -> dict:
         # the node's attributes as g.dag holds them (a fresh dict; kept for readers)
-        attrs = {"kind": self._kind, "gate": self._gate}
+        attrs = {"kind": self._kind, "gate": self.gate}
         if self._kind in ("parameter", "constant"):
             attrs["value"] = self._value
         return attrs
@@ -162,7 +163,7 @@ class Node:
         return np.shape(self.value)
 
     def __repr__(self):
-        what = self._gate.label if self._kind == "gate" else self._kind
+        what = self.gate.label if self._kind == "gate" else self._kind
         if self.graph is _REMOVED:
             return f"<Node {self.name!r} {what} (removed)>"
         return f"<Node {self.name!r} {what} value={self.value!r} grad={self.grad!r}>"
@@ -329,16 +330,17 @@ class ComputationalGraph:
         return node
 
     def _gate2(self, cls, x, y) -> Node:
-        # the builders' fast path: two Nodes of this graph, no name
+        # the builders' fast path: two Nodes of this graph, no name. The node holds
+        # the built-in gate's class until the gate is needed (compile, node.gate,
+        # g.dag): a graph being built is then one object per node, not two, for the
+        # cyclic collector to scan over and over
         nodes = self._nodes
-        gate = cls()
         k = len(nodes)
         name = f"{cls.op}_{k}"
         while name in nodes:
             k += 1
             name = f"{cls.op}_{k}"
-        node = nodes[name] = Node(self, name, "gate", gate, x, y, None)
-        gate._ge_node = node
+        node = nodes[name] = Node(self, name, "gate", cls, x, y, None)
         self._plan = None
         if self._dag is not None:
             _dag_add(self._dag, node)
@@ -371,14 +373,12 @@ class ComputationalGraph:
     def _unary(self, cls, x, name=None) -> Node:
         if name is None and x.__class__ is Node and x.graph is self:
             nodes = self._nodes
-            gate = cls()
             k = len(nodes)
             name = f"{cls.op}_{k}"
             while name in nodes:
                 k += 1
                 name = f"{cls.op}_{k}"
-            node = nodes[name] = Node(self, name, "gate", gate, x, None, None)
-            gate._ge_node = node
+            node = nodes[name] = Node(self, name, "gate", cls, x, None, None)   # see _gate2
             self._plan = None
             if self._dag is not None:
                 _dag_add(self._dag, node)
@@ -520,6 +520,8 @@ class ComputationalGraph:
         node = getattr(gate, "_ge_node", None)
         if node is not None:
             return node if node._gate is gate and node.graph is not _REMOVED else None
+        if gate.__class__ is type:
+            return None
         graph = _SLOTTED.get(id(gate))
         if graph is not None:
             return next((v for v in graph._nodes.values() if v._gate is gate), None)
@@ -629,7 +631,7 @@ class ComputationalGraph:
     def _drop(self, node) -> None:
         del self._nodes[node.name]
         node.graph = _REMOVED
-        if node._gate is not None:
+        if node._gate is not None and node._gate.__class__ is not type:
             _SLOTTED.pop(id(node._gate), None)
         if self._output == node.name:
             self._set_output(None)
@@ -1118,7 +1120,7 @@ def _dag_add(dag, node) -> None:
     name = node.name
     kind = node._kind
     if kind == "gate":
-        attrs = _ReadOnly(kind=kind, gate=node._gate)
+        attrs = _ReadOnly(kind=kind, gate=node.gate)
     elif kind == "input":
         attrs = _ReadOnly(kind=kind, gate=None)
     else:

@@ -433,6 +433,16 @@ class RunState:
 
 
 
+def made(node):
+    """The gate of a gate node, made now if the node holds only its class (the
+    builders' fast path defers making built-in gates until they are needed)."""
+    gate = node._gate
+    if gate.__class__ is type:
+        gate = node._gate = gate()
+        gate._ge_node = node
+    return gate
+
+
 def compile_plan(nodes, output) -> Plan:
     """Lower the part of the graph that ``output`` (a Node) depends on to a Plan;
     ``nodes`` are the graph's Nodes in insertion order, which is topological."""
@@ -475,6 +485,9 @@ def _compile(nodes, output) -> Plan:
         kind = node._kind
         if kind == "gate":
             gate, b = node._gate, node._b
+            if gate.__class__ is type:
+                gate = node._gate = gate()
+                gate._ge_node = node
             if b is MANY or type(gate) not in builtin:
                 kinds.append(0)
                 A.append(tuple([u._k for u in node._args]))
