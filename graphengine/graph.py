@@ -13,6 +13,7 @@ modules; the methods here that reach them import them on use.
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import math
 import weakref
@@ -295,8 +296,14 @@ class ComputationalGraph:
             dag.graph = _ReadOnly()
             if self._output is not None:
                 dict.__setitem__(dag.graph, "output", self._output)
-            for node in self._nodes.values():
-                _dag_add(dag, node)
+            paused = gc.isenabled()          # many small dicts and no cycles among them
+            gc.disable()
+            try:
+                for node in self._nodes.values():
+                    _dag_add(dag, node)
+            finally:
+                if paused:
+                    gc.enable()
             for method in _EDITS:
                 setattr(dag, method, _refuse_edit)
             dag.frozen = True                # networkx's nx.is_frozen(g.dag) says so
