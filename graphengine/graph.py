@@ -18,13 +18,16 @@ import inspect
 import math
 import weakref
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from . import gates as G
 from .errors import GraphError
 from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan, made
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 KINDS = ("input", "parameter", "constant", "gate")
 
@@ -292,6 +295,9 @@ class ComputationalGraph:
         """
         dag = self._dag
         if dag is None:
+            # imported on first read: a graph that is only built and run never needs it
+            import networkx as nx
+
             dag = nx.MultiDiGraph()
             dag.graph = _ReadOnly()
             if self._output is not None:
@@ -1071,6 +1077,8 @@ class ComputationalGraph:
         >>> h = ComputationalGraph.from_dag(g.dag); h.forward(x=0.0)
         0.5
         """
+        import networkx as nx
+
         if not isinstance(dag, nx.MultiDiGraph):
             raise GraphError(f"from_dag needs a networkx.MultiDiGraph, got {type(dag).__name__}")
         rank = {v: k for k, v in enumerate(dag)}
