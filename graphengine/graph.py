@@ -316,9 +316,6 @@ class ComputationalGraph:
             self._dag = dag
         return dag
 
-    def _changed(self):
-        self._plan = None
-
     def _new(self, kind, name, prefix, gate, args, value, avoid=None) -> Node:
         nodes = self._nodes
         if name is None:
