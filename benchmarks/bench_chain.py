@@ -1,36 +1,60 @@
-"""Scalar graphs: a long chain and stacked diamonds, beside a hand-written floor.
+"""Scalar chains: building and first run beside micrograd, PyTorch and HIPS autograd;
+reruns beside a hand-written floor; stacked diamonds.
 
-    python benchmarks/bench_chain.py [--sizes 1000 10000 100000 1000000] [--repeats 5]
+    python benchmarks/bench_chain.py [--sizes 1000 10000 100000 1000000] [--repeats 3]
 
-Chain: N nodes alternating sigmoid and add-a-constant. For each N, in a fresh
-subprocess (so peak memory is its own): time to build, to compile, and for one
-forward + backward (best of --repeats), per node, and peak RSS. The floor is the
-same computation as a hand-written Python loop over floats; micrograd and PyTorch
-eager run beside it when installed.
+Chain: N gates alternating sigmoid and add-a-constant, written as a learner writes it
+(``h = g.sigmoid(h)`` and ``h = h + 0.5``: each ``+ 0.5`` adds a constant node, so
+the graph has 1.5 N + 1 nodes). Each contender runs in a fresh subprocess per N (so
+its memory is its own) and reports, in CPU time of the running thread (so the load
+of other processes on a shared machine counts less):
+  first   build + first forward + backward, from nothing to the input's gradient
+          (graphengine also splits it into build, compile and run)
+  peak    peak resident memory of the process minus its size before building,
+          per graphengine node (1.5 N + 1; per Value/tensor for the peers alike)
+  rerun   forward + backward of a built chain whose adds share one constant (N + 2
+          nodes), returning every node's gradient, best of --repeats, beside the
+          same computation as a hand-written Python loop over floats (the floor)
+micrograd has no sigmoid, so relu stands in (its recursive sort runs in a thread
+with a raised recursion limit); autograd gets sigmoid as one primitive. Peers stop
+at 1e5.
 
-Diamonds: k stacked diamonds (x -> x*a + x*b), 2^k paths from the input to the
+Diamonds: k stacked diamonds (x -> x*c + x*c), 2^k paths from the input to the
 output; backward must stay linear in k.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import resource
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
+ROOT = str(Path(__file__).resolve().parents[1])       # this checkout's graphengine
 C = 0.5
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def best(fn, repeats):
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.thread_time()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(time.thread_time() - t)
     return min(times)
 
 
@@ -69,77 +93,129 @@ def floor_diamonds(k, x=1.0, c=0.5):
 
 
 def engine_chain(n, repeats):
+    sys.path.insert(0, ROOT)
     import graphengine as ge
 
-    t = time.perf_counter()
+    before = rss()
+    t0 = time.thread_time()
     g = ge.ComputationalGraph()
-    h = x = g.input("x")
+    h = g.input("x")
+    for i in range(n):
+        h = g.sigmoid(h) if i % 2 == 0 else h + C
+    t1 = time.thread_time()
+    g.plan()
+    t2 = time.thread_time()
+    g.forward(x=0.3)
+    grads = g.backward()
+    t3 = time.thread_time()
+    grad = grads["x"]
+    del grads
+    mem = (peak() - before) / len(g)
+    value, want = floor_chain(n)
+    assert abs(h.value - value) < 1e-9 and abs(grad - want) <= 1e-9 * abs(want) + 1e-300
+    out = {"build": t1 - t0, "compile": t2 - t1, "run1": t3 - t2, "first": t3 - t0,
+           "bytes": mem, "nodes": len(g)}
+    del g, h
+    # the rerun: N + 2 nodes (one shared constant), as the floor's N steps
+    g = ge.ComputationalGraph()
+    h = g.input("x")
     c = g.constant(C, name="c")
     for i in range(n):
         h = g.sigmoid(h) if i % 2 == 0 else g.add(h, c)
-    build = time.perf_counter() - t
-    t = time.perf_counter()
-    g.plan()
-    compile_ = time.perf_counter() - t
-    g.forward(x=0.3)
 
     def run():
         g.forward(x=0.3)
         return g.backward()
 
-    step = best(run, repeats)
-    value, grad = floor_chain(n)
-    assert abs(h.value - value) < 1e-9 and abs(x.grad - grad) <= 1e-9 * abs(grad) + 1e-300
-    return {"build": build, "compile": compile_, "run": step}
+    run()
+    out["rerun"] = best(run, repeats)
+    return out
 
 
-def micrograd_chain(n, repeats):
+def deep(fn):
+    """Run fn in a thread with a big stack and a raised recursion limit; return the
+    thread's CPU time."""
+    out = {}
+    sys.setrecursionlimit(10 ** 7)
+    threading.stack_size(1 << 30)
+
+    def run():
+        t = time.thread_time()
+        fn()
+        out["time"] = time.thread_time() - t
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "time" not in out:
+        raise RuntimeError("failed")
+    return out["time"]
+
+
+def micrograd_chain(n):
     from micrograd.engine import Value
 
     def run():
         x = Value(0.3)
         h = x
         for i in range(n):
-            # micrograd's PyPI release has no exp, so no sigmoid: relu in its place
             h = h.relu() if i % 2 == 0 else h + C
         h.backward()
-        return x.grad
 
-    return best(run, repeats)
+    return deep(run)
 
 
-def torch_chain(n, repeats):
+def torch_chain(n):
     import torch
 
     torch.set_num_threads(1)
+    x = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    h = x
+    for i in range(n):
+        h = torch.sigmoid(h) if i % 2 == 0 else h + C
+    h.backward()
 
-    def run():
-        x = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+
+def autograd_chain(n):
+    import autograd.numpy as anp
+    from autograd import grad
+    from autograd.extend import defvjp, primitive
+
+    @primitive
+    def sigmoid(v):
+        return 1.0 / (1.0 + anp.exp(-v))
+
+    defvjp(sigmoid, lambda ans, v: lambda g: g * ans * (1.0 - ans))
+
+    def f(x):
         h = x
         for i in range(n):
-            h = torch.sigmoid(h) if i % 2 == 0 else h + C
-        h.backward()
-        return x.grad
+            h = sigmoid(h) if i % 2 == 0 else h + C
+        return h
 
-    return best(run, repeats)
+    grad(f)(0.3)
 
 
 def measure(kind, n, repeats):
-    try:
-        if kind == "floor":
-            out = {"run": best(lambda: floor_chain(n), repeats)}
-        elif kind == "engine":
-            out = engine_chain(n, repeats)
-        else:
-            peer = micrograd_chain if kind == "micrograd" else torch_chain
-            out = {"run": peer(n, repeats)}
-    except RecursionError:            # micrograd's recursive topological sort
-        out = {"error": "RecursionError"}
-    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+    if kind == "floor":
+        return {"rerun": best(lambda: floor_chain(n), repeats)}
+    if kind == "engine":
+        return engine_chain(n, repeats)
+    peer = {"micrograd": micrograd_chain, "torch": torch_chain,
+            "autograd": autograd_chain}[kind]
+    if kind == "torch":
+        import torch  # noqa: F401  (its import is not the chain's cost)
+    if kind == "autograd":
+        import autograd  # noqa: F401
+    before = rss()
+    t = time.thread_time()
+    took = peer(n)
+    first = time.thread_time() - t if took is None else took
+    return {"first": first, "bytes": (peak() - before) / (1.5 * n + 1)}
 
 
 def diamonds(ks, repeats):
+    sys.path.insert(0, ROOT)
     import graphengine as ge
 
     rows = []
@@ -159,53 +235,64 @@ def diamonds(ks, repeats):
 
 
 def available(module):
+    # found, not imported: a child's peak RSS starts from its parent's (Linux keeps
+    # the high-water mark across exec), so the parent stays small
     try:
-        __import__(module)
-        return True
-    except ImportError:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
         return False
+
+
+def child(kind, n, repeats):
+    cmd = [sys.executable, __file__, "--child", kind, str(n), "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:40]}
+    return json.loads(lines[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats)))
         return
 
-    kinds = ["floor", "engine"] + [k for k, m in (("micrograd", "micrograd.engine"),
-                                                  ("torch", "torch")) if available(m)]
-    print(f"chain of sigmoid / add-a-constant nodes, python {sys.version.split()[0]}")
-    head = (f"{'N':>9} | {'build s':>8} {'compile s':>9} | {'engine us/node':>14} "
-            f"{'floor us/node':>13} {'ratio':>6} | {'peak MB':>8}")
-    others = [k for k in kinds if k not in ("floor", "engine")]
-    head += "".join(f" | {k + ' us/node':>17}" for k in others)
-    print(head)
-    print("-" * len(head))
+    peers = [k for k, m in (("micrograd", "micrograd.engine"), ("torch", "torch"),
+                            ("autograd", "autograd")) if available(m)]
+    print(f"chain of N sigmoid / add-a-constant gates (1.5 N + 1 nodes), python "
+          f"{sys.version.split()[0]}; times per gate")
+    print("| N | build s | compile s | first run s | graphengine first µs | "
+          + " | ".join(f"{p} first µs" for p in peers)
+          + " | " + " | ".join(f"{p} / graphengine" for p in peers)
+          + " | graphengine peak B/node | " + " | ".join(f"{p} B/node" for p in peers)
+          + " | rerun µs | floor µs | rerun / floor |")
+    print("|" + "---:|" * (9 + 3 * len(peers)))
     for n in args.sizes:
-        res = {}
-        for kind in kinds:
-            if kind in ("micrograd", "torch") and n > 100_000:
-                res[kind] = {"error": "skipped"}
-                continue
-            cmd = [sys.executable, __file__, "--child", kind, str(n),
-                   "--repeats", str(args.repeats)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = proc.stdout.strip().splitlines()
-            if proc.returncode or not lines:
-                res[kind] = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:40]}
-            else:
-                res[kind] = json.loads(lines[-1])
-        e, f = res["engine"], res["floor"]
-        line = (f"{n:>9} | {e['build']:>8.2f} {e['compile']:>9.2f} | {e['run'] / n * 1e6:>14.3f} "
-                f"{f['run'] / n * 1e6:>13.3f} {e['run'] / f['run']:>6.2f} | {e['peak_mb']:>8.0f}")
-        for k in others:
-            r = res[k]
-            line += f" | {r['run'] / n * 1e6:>17.3f}" if "run" in r else f" | {r['error']:>17}"
-        print(line, flush=True)
+        e = child("engine", n, args.repeats)
+        f = child("floor", n, args.repeats)
+        res = {p: child(p, n, 1) if n <= 100_000 else {"error": "not run"} for p in peers}
+        if "error" in e:
+            print(f"| {n:,} | graphengine failed: {e['error']} |")
+            continue
+        cells = [f"{n:,}", f"{e['build']:.3f}", f"{e['compile']:.3f}", f"{e['run1']:.3f}",
+                 f"{e['first'] / n * 1e6:.2f}"]
+        cells += [f"{res[p]['first'] / n * 1e6:.2f}" if "first" in res[p] else res[p]["error"]
+                  for p in peers]
+        cells += [f"{res[p]['first'] / e['first']:.2f}" if "first" in res[p] else "-"
+                  for p in peers]
+        big = n >= 100_000       # below, a few pages of RSS are most of the figure
+        cells += [f"{e['bytes']:.0f}" if big else "-"]
+        cells += [f"{res[p]['bytes']:.0f}" if big and "bytes" in res[p] else "-"
+                  for p in peers]
+        cells += [f"{e['rerun'] / n * 1e6:.3f}", f"{f['rerun'] / n * 1e6:.3f}",
+                  f"{e['rerun'] / f['rerun']:.2f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
 
     print()
     print("k stacked diamonds (2^k paths): forward + backward")

@@ -1,24 +1,79 @@
-"""The graph: structure on a networkx MultiDiGraph, builder methods, Node handles.
+"""The graph: its structure, builder methods, Node handles, and running it.
 
-networkx holds the structure (one node per engine node, one edge per argument with
-its ``slot``); running is delegated to a Plan compiled from it once per structural
-change. The derivative tools, drawing, file formats and expressions live in their
-own modules; the methods here that reach them import them on use.
+The graph keeps a compact record of its construction: each Node holds its kind, gate,
+value and input Nodes, and ``_nodes`` maps names to Nodes in insertion order (which
+is topological: a node can only use nodes that exist). ``g.dag``, the networkx
+MultiDiGraph of api.md, is built from that record on first read and kept in step
+from then on; it is read-only (hand edits are refused, see README "The networkx
+graph"). Running is delegated to a Plan compiled from the record once per structural
+change. The derivative tools, drawing, file formats and expressions live in their own
+modules; the methods here that reach them import them on use.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
+import math
+import weakref
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from . import gates as G
 from .errors import GraphError
-from .plan import Plan, RunState, as_value, compile_plan
+from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan, made
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 KINDS = ("input", "parameter", "constant", "gate")
+
+_READ_ONLY = ("g.dag is read-only: it mirrors the engine's graph. Build with the graph's "
+              "methods (g.remove, g.prune, g.set_output, node.value = ...), or edit a copy "
+              "(d = g.dag.copy()) and rebuild it with ComputationalGraph.from_dag(d)")
+
+
+class _ReadOnly(dict):
+    """An attribute dict of ``g.dag`` (node, edge or graph): reads as a dict, refuses
+    writes; the engine writes with ``dict.__setitem__``."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise GraphError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self):                 # copies (deepcopy, pickle) are plain dicts
+        return dict, (dict(self),)
+
+
+def _refuse_edit(*args, **kwargs):
+    raise GraphError(_READ_ONLY)
+
+
+_EDITS = ("add_node", "add_nodes_from", "remove_node", "remove_nodes_from", "add_edge",
+          "add_edges_from", "add_weighted_edges_from", "remove_edge", "remove_edges_from",
+          "clear", "clear_edges", "update")
+
+
+class _Removed:
+    """What a removed Node's ``graph`` becomes: any use says so."""
+
+    def __getattr__(self, attr):
+        raise GraphError("this node was removed from its graph (g.remove or g.prune); "
+                         "use a node of the graph")
+
+    def __repr__(self):
+        return "<removed>"
+
+
+_REMOVED = _Removed()
+_SLOTTED = weakref.WeakValueDictionary()    # id of a gate without __dict__ -> its graph
 
 
 class Node:
@@ -42,42 +97,69 @@ class Node:
     (14.0, 13.0)
     """
 
-    __slots__ = ("graph", "name", "_attrs")
+    # _a, _b: a gate's first and second input (None when it has fewer); a gate of
+    # another arity keeps the tuple of its inputs in _a and MANY in _b. _k is the
+    # compiler's scratch slot.
+    __slots__ = ("graph", "name", "_kind", "_gate", "_a", "_b", "_value", "_k")
 
-    def __init__(self, graph: ComputationalGraph, name: str, attrs: dict):
+    def __init__(self, graph, name, kind, gate, a, b, value):
         self.graph = graph
         self.name = name
-        self._attrs = attrs
+        self._kind = kind
+        self._gate = gate
+        self._a = a
+        self._b = b
+        self._value = value
+        self._k = None
+
+    @property
+    def _args(self) -> tuple:
+        b = self._b
+        if b is None:
+            a = self._a
+            return () if a is None else (a,)
+        return self._a if b is MANY else (self._a, b)
 
     @property
     def kind(self) -> str:
         """``"input"``, ``"parameter"``, ``"constant"`` or ``"gate"``."""
-        return self._attrs["kind"]
+        return self._kind
 
     @property
     def gate(self) -> G.Gate | None:
-        return self._attrs["gate"]
+        gate = self._gate
+        return made(self) if gate.__class__ is type else gate
 
     @property
     def inputs(self) -> tuple[Node, ...]:
         """The nodes this node's gate reads, in slot order."""
-        dag = self.graph.dag
-        ins = sorted((s, u) for u, _, s in dag.in_edges(self.name, data="slot"))
-        return tuple(self.graph._nodes[u] for _, u in ins)
+        return self._args
+
+    @property
+    def _attrs(self) -> dict:
+        # the node's attributes as g.dag holds them (a fresh dict; kept for readers)
+        attrs = {"kind": self._kind, "gate": self.gate}
+        if self._kind in ("parameter", "constant"):
+            attrs["value"] = self._value
+        return attrs
 
     @property
     def value(self):
         """The node's value from the last forward (a parameter's or constant's own value)."""
-        if "value" in self._attrs:
-            return self._attrs["value"]
+        if self._kind in ("parameter", "constant"):
+            return self._value
         return self.graph._value_of(self.name)
 
     @value.setter
     def value(self, v):
-        if self.kind != "parameter":
-            raise GraphError(f"node {self.name!r} is of kind {self.kind!r}: only a parameter's "
+        if self._kind != "parameter":
+            raise GraphError(f"node {self.name!r} is of kind {self._kind!r}: only a parameter's "
                              "value can be set (feed inputs to forward)")
-        self._attrs["value"] = as_value(v, f"parameter {self.name!r}")
+        v = as_value(v, f"parameter {self.name!r}")
+        self._value = v
+        dag = self.graph._dag
+        if dag is not None:
+            dict.__setitem__(dag._node[self.name], "value", v)
 
     @property
     def grad(self):
@@ -89,32 +171,34 @@ class Node:
         return np.shape(self.value)
 
     def __repr__(self):
-        what = self.gate.label if self.kind == "gate" else self.kind
+        what = self.gate.label if self._kind == "gate" else self._kind
+        if self.graph is _REMOVED:
+            return f"<Node {self.name!r} {what} (removed)>"
         return f"<Node {self.name!r} {what} value={self.value!r} grad={self.grad!r}>"
 
     def __add__(self, other):
-        return self.graph.add(self, other)
+        return self.graph._binary(G.AddGate, self, other)
 
     def __radd__(self, other):
-        return self.graph.add(other, self)
+        return self.graph._binary(G.AddGate, other, self)
 
     def __sub__(self, other):
-        return self.graph.sub(self, other)
+        return self.graph._binary(G.SubtractGate, self, other)
 
     def __rsub__(self, other):
-        return self.graph.sub(other, self)
+        return self.graph._binary(G.SubtractGate, other, self)
 
     def __mul__(self, other):
-        return self.graph.mul(self, other)
+        return self.graph._binary(G.MultiplyGate, self, other)
 
     def __rmul__(self, other):
-        return self.graph.mul(other, self)
+        return self.graph._binary(G.MultiplyGate, other, self)
 
     def __truediv__(self, other):
-        return self.graph.div(self, other)
+        return self.graph._binary(G.DivideGate, self, other)
 
     def __rtruediv__(self, other):
-        return self.graph.div(other, self)
+        return self.graph._binary(G.DivideGate, other, self)
 
     def __pow__(self, other):
         if isinstance(other, (int, float, np.integer, np.floating)) and not isinstance(other, bool):
@@ -125,13 +209,13 @@ class Node:
         return self.graph.power(other, self)
 
     def __matmul__(self, other):
-        return self.graph.matmul(self, other)
+        return self.graph._binary(G.MatMulGate, self, other)
 
     def __rmatmul__(self, other):
-        return self.graph.matmul(other, self)
+        return self.graph._binary(G.MatMulGate, other, self)
 
     def __neg__(self):
-        return self.graph.neg(self)
+        return self.graph._unary(G.NegateGate, self)
 
     # ------------------------------------------------------------ gates as methods
 
@@ -293,8 +377,49 @@ class Node:
                          f"write g.relu({self._ref}) + g.relu(-{self._ref})")
 
 
+_ARITY: dict = {}          # gate class -> (least, most) inputs its forward takes
+
+
+def _forward_arity(fn, bound: bool):
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return 0, math.inf
+    if not bound:
+        params = params[1:]                       # self
+    P = inspect.Parameter
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    least = sum(p.default is P.empty for p in positional)
+    most = math.inf if any(p.kind is P.VAR_POSITIONAL for p in params) else len(positional)
+    if any(p.kind is P.KEYWORD_ONLY and p.default is P.empty for p in params):
+        most = -1                                 # a required keyword: never callable
+    return least, most
+
+
+def _warm(classes) -> None:
+    # A CPython 3.11 trap: an instance's attribute values live inline only if its
+    # class had already seen those attribute names when the instance was made;
+    # otherwise each instance grows a dict of its own (about 200 bytes, and one
+    # object more for the cyclic collector), which a big graph's first forward would
+    # do to every gate. One throwaway run per built-in gate teaches the classes.
+    x, m = np.array([[0.5, -1.0], [2.0, 0.25]]), np.array([0.0, 1.0])
+    for cls in classes:
+        for args in ((0.5, 0.25), (x, x), (x, m)):
+            gate = cls()
+            gate._ge_node = None
+            try:
+                out = gate.forward(*args[:cls.arity or 1])
+                gate.backward(np.ones(np.shape(out)) if np.ndim(out) else 1.0)
+            except Exception:       # noqa: S110 (a sample an op does not take)
+                pass
+
+
+_warm(sorted(G.BUILTIN, key=lambda c: c.__name__))
+
+
 class ComputationalGraph:
-    """A DAG of gates held in a networkx MultiDiGraph, run forward and backward.
+    """A DAG of gates, run forward and backward; ``g.dag`` shows it as a networkx
+    MultiDiGraph.
 
     Examples
     --------
@@ -310,53 +435,172 @@ class ComputationalGraph:
     """
 
     def __init__(self):
-        self.dag = nx.MultiDiGraph()
-        self._nodes: dict[str, Node] = {}
-        self._gate_ids: set[int] = set()
+        self._nodes: dict[str, Node] = {}     # insertion order, which is topological
+        self._output: str | None = None       # the name given to set_output
+        self._dag: nx.MultiDiGraph | None = None   # built on first read of g.dag
         self._plan: Plan | None = None        # compiled for the current structure
+        self._plans: dict = {}                # evaluate's plans, by node
         self.run = RunState()                 # values and gradients of the last run
 
     # ------------------------------------------------------------ structure
 
-    def _changed(self):
-        self._plan = None
+    @property
+    def dag(self) -> nx.MultiDiGraph:
+        """The graph as a read-only ``networkx.MultiDiGraph`` (see api.md): one node
+        per engine node, keyed by name, with attributes ``kind``, ``gate`` and, on
+        parameters and constants, ``value``; one edge per argument with its ``slot``;
+        ``dag.graph["output"]`` when ``set_output`` was called. Built on first read
+        and kept in step with the graph from then on; edits are refused.
 
-    def _add(self, kind: str, name, prefix: str, gate=None, value=None, inputs=()) -> Node:
+        >>> g = ComputationalGraph(); x = g.input("x"); y = g.mul(x, x, name="y")
+        >>> sorted(g.dag.edges(data="slot"))
+        [('x', 'y', 0), ('x', 'y', 1)]
+        """
+        dag = self._dag
+        if dag is None:
+            # imported on first read: a graph that is only built and run never needs it
+            import networkx as nx
+
+            dag = nx.MultiDiGraph()
+            dag.graph = _ReadOnly()
+            if self._output is not None:
+                dict.__setitem__(dag.graph, "output", self._output)
+            paused = gc.isenabled()          # many small dicts and no cycles among them
+            gc.disable()
+            try:
+                for node in self._nodes.values():
+                    _dag_add(dag, node)
+            finally:
+                if paused:
+                    gc.enable()
+            for method in _EDITS:
+                setattr(dag, method, _refuse_edit)
+            dag.frozen = True                # networkx's nx.is_frozen(g.dag) says so
+            self._dag = dag
+        return dag
+
+    def _new(self, kind, name, prefix, gate, args, value, avoid=None) -> Node:
+        nodes = self._nodes
         if name is None:
-            k = len(self._nodes)
+            k = len(nodes)
             name = f"{prefix}_{k}"
-            while name in self._nodes:
+            while name in nodes or name == avoid:
                 k += 1
                 name = f"{prefix}_{k}"
-        elif not isinstance(name, str) or not name:
-            raise GraphError(f"a node name must be a non-empty string, got {name!r}")
-        elif name in self._nodes:
-            kind = self._nodes[name].kind
-            raise GraphError(f"duplicate name {name!r}: the graph already has "
-                             f"{'an' if kind == 'input' else 'a'} {kind} of that name")
-        attrs = {"kind": kind, "gate": gate}
-        if kind in ("parameter", "constant"):
-            attrs["value"] = value
-        self.dag.add_node(name, **attrs)
-        for s, node in enumerate(inputs):
-            self.dag.add_edge(node.name, name, slot=s)
-        node = Node(self, name, self.dag.nodes[name])
-        self._nodes[name] = node
+        n = len(args)
+        node = Node(self, name, kind, gate, *((args[0], None) if n == 1 else args if n == 2
+                                              else (None, None) if kind != "gate"
+                                              else (args, MANY)), value)
+        nodes[name] = node
         if gate is not None:
-            self._gate_ids.add(id(gate))
-        self._changed()
+            try:
+                gate._ge_node = node          # marks the gate as this node's
+            except AttributeError:            # a gate with __slots__
+                _SLOTTED[id(gate)] = self
+        self._plan = None
+        if self._dag is not None:
+            _dag_add(self._dag, node)
         return node
 
-    def _arg(self, x, gate_name: str) -> Node:
+    def _gate2(self, cls, x, y) -> Node:
+        # the builders' fast path: two Nodes of this graph, no name. The node holds
+        # the built-in gate's class until the gate is needed (compile, node.gate,
+        # g.dag): a graph being built is then one object per node, not two, for the
+        # cyclic collector to scan over and over
+        nodes = self._nodes
+        k = len(nodes)
+        name = f"{cls.op}_{k}"
+        while name in nodes:
+            k += 1
+            name = f"{cls.op}_{k}"
+        node = nodes[name] = Node(self, name, "gate", cls, x, y, None)
+        self._plan = None
+        if self._dag is not None:
+            _dag_add(self._dag, node)
+        return node
+
+    def _const(self, v: float) -> Node:
+        nodes = self._nodes
+        k = len(nodes)
+        name = f"const_{k}"
+        while name in nodes:
+            k += 1
+            name = f"const_{k}"
+        node = nodes[name] = Node(self, name, "constant", None, None, None, v)
+        self._plan = None
+        if self._dag is not None:
+            _dag_add(self._dag, node)
+        return node
+
+    def _binary(self, cls, x, y, name=None) -> Node:
+        if name is None:
+            if x.__class__ is Node and x.graph is self:
+                if y.__class__ is Node and y.graph is self:
+                    return self._gate2(cls, x, y)
+                if y.__class__ is float:
+                    return self._gate2(cls, x, self._const(y))
+            elif x.__class__ is float and y.__class__ is Node and y.graph is self:
+                return self._gate2(cls, self._const(x), y)
+        return self._build(cls(), (x, y), name)
+
+    def _unary(self, cls, x, name=None) -> Node:
+        if name is None and x.__class__ is Node and x.graph is self:
+            nodes = self._nodes
+            k = len(nodes)
+            name = f"{cls.op}_{k}"
+            while name in nodes:
+                k += 1
+                name = f"{cls.op}_{k}"
+            node = nodes[name] = Node(self, name, "gate", cls, x, None, None)   # see _gate2
+            self._plan = None
+            if self._dag is not None:
+                _dag_add(self._dag, node)
+            return node
+        return self._build(cls(), (x,), name)
+
+    def _check_name(self, name) -> str:
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"a node name must be a non-empty string, got {name!r}"
+                             if not isinstance(name, np.ndarray) else
+                             f"a node name must be a non-empty string, got a numpy array "
+                             f"of shape {name.shape}")
+        name = str(name)                      # a str subclass (numpy.str_) becomes str
+        node = self._nodes.get(name)
+        if node is not None:
+            raise GraphError(f"duplicate name {name!r}: the graph already has "
+                             f"{'an' if node._kind == 'input' else 'a'} {node._kind} of "
+                             "that name")
+        return name
+
+    def _check_arg(self, x, label: str):
+        """A Node of this graph, or a 1-tuple holding a value for a new constant."""
         if isinstance(x, Node):
             if x.graph is not self:
+                if x.graph is _REMOVED:
+                    raise GraphError(f"node {x.name!r} was removed from the graph and "
+                                     f"cannot be an input of {label}")
                 raise GraphError(f"node {x.name!r} belongs to another graph and cannot "
-                                 f"be an input of {gate_name} here")
+                                 f"be an input of {label} here")
             return x
         if isinstance(x, str):
-            raise GraphError(f"{gate_name}: got the string {x!r}; pass the Node "
+            raise GraphError(f"{label}: got the string {x!r}; pass the Node "
                              f"(g[{x!r}]) or a number")
-        return self.constant(as_value(x, f"input of {gate_name}"))
+        return (as_value(x, f"input of {label}"),)
+
+    def _build(self, gate, inputs, name) -> Node:
+        # every check first, then the constants, then the node: a failed call adds nothing
+        if name is not None:
+            name = self._check_name(name)
+        args = [self._check_arg(x, gate.label) for x in inputs]
+        args = tuple(a if a.__class__ is Node else
+                     self._new("constant", None, "const", None, (), a[0], avoid=name)
+                     for a in args)
+        prefix = gate.op or type(gate).__name__.lower()
+        return self._new("gate", name, prefix, gate, args, None)
+
+    def _leaf(self, kind, name, value=None) -> Node:
+        name = self._check_name(name)
+        return self._new(kind, name, kind, None, (), value)
 
     def input(self, name: str) -> Node:
         """Add a leaf whose value is fed to ``forward``.
@@ -366,7 +610,7 @@ class ComputationalGraph:
         """
         if name is None:
             raise GraphError("an input needs a name (it is the key of forward's feed)")
-        return self._add("input", name, "input")
+        return self._leaf("input", name)
 
     def parameter(self, name: str, value) -> Node:
         """Add a trainable leaf that keeps its value between runs.
@@ -376,8 +620,9 @@ class ComputationalGraph:
         """
         if name is None:
             raise GraphError("a parameter needs a name")
-        return self._add("parameter", name, "param",
-                         value=as_value(value, f"parameter {name!r}"))
+        name = self._check_name(name)
+        return self._new("parameter", name, None, None, (),
+                         as_value(value, f"parameter {name!r}"))
 
     def constant(self, value, name: str | None = None) -> Node:
         """Add a fixed leaf, never trainable.
@@ -386,11 +631,18 @@ class ComputationalGraph:
         2.0
         """
         where = f"constant {name!r}" if name is not None else "constant"
-        return self._add("constant", name, "const", value=as_value(value, where))
+        value = as_value(value, where)
+        if name is not None:
+            name = self._check_name(name)
+        return self._new("constant", name, "const", None, (), value)
 
     def apply(self, gate: G.Gate, *inputs, name: str | None = None) -> Node:
-        """Add a node that runs ``gate`` (a Gate instance, used by this node only)
-        on ``inputs`` (Nodes, numbers or arrays).
+        """Add a node that runs ``gate`` (a Gate instance) on ``inputs`` (Nodes,
+        numbers or arrays).
+
+        A gate instance belongs to one node: using it twice in one graph is a
+        GraphError; an instance already used by another graph is copied
+        (``copy.copy``), so the two graphs share no state.
 
         >>> from graphengine.gates import AddGate
         >>> g = ComputationalGraph(); s = g.apply(AddGate(), g.input("a"), 1.0)
@@ -402,21 +654,52 @@ class ComputationalGraph:
                              f"write {gate.__name__}()")
         if not isinstance(gate, G.Gate):
             raise GraphError(f"apply needs a Gate instance, got {type(gate).__name__}")
-        label = f"gate {gate.label}" + (f" of node {name!r}" if name else "")
-        if id(gate) in self._gate_ids:
-            raise GraphError(f"{label}: this gate instance is already used by another "
-                             "node; give each node its own instance")
+        cls = type(gate)
+        for attr in ("symbol", "op"):
+            v = getattr(gate, attr, "")
+            if not isinstance(v, str):
+                raise GraphError(f"gate {cls.__name__}: its {attr!r} must be a string, "
+                                 f"got {type(v).__name__} {v!r}")
+        label = f"gate {gate.label}" + (f" of node {name!r}" if isinstance(name, str) else "")
+        owner = self._owner(gate)
+        if owner is not None:
+            if owner.graph is self:
+                raise GraphError(f"{label}: this gate instance is already used by another "
+                                 f"node ({owner.name!r}); give each node its own instance")
+            gate = copy.copy(gate)            # another graph's: this one gets its own
         n = len(inputs)
-        if gate.arity is not None:
-            if gate.arity != n:
-                raise GraphError(f"{label} takes {gate.arity} inputs, got {n}")
+        arity = gate.arity
+        if arity is not None:
+            if isinstance(arity, bool) or not isinstance(arity, (int, np.integer)):
+                raise GraphError(f"gate {cls.__name__}: arity must be a whole number or None, "
+                                 f"got {type(arity).__name__} {arity!r}")
+            if arity != n:
+                raise GraphError(f"{label} takes {_plural(arity, 'input')}, got {n}")
         else:
-            try:
-                inspect.signature(gate.forward).bind(*inputs)
-            except TypeError as exc:
-                raise GraphError(f"{label} cannot take {n} inputs: {exc}") from None
-        args = [self._arg(x, gate.label) for x in inputs]
-        return self._add("gate", name, gate.op or type(gate).__name__.lower(), gate, None, args)
+            if "forward" in getattr(gate, "__dict__", ()):
+                least, most = _forward_arity(gate.forward, True)
+            else:
+                least, most = _ARITY.get(cls) or _ARITY.setdefault(
+                    cls, _forward_arity(cls.forward, False))
+            if not least <= n <= most:
+                takes = ("takes a required keyword argument" if most < 0 else
+                         f"takes at least {least}" if most == math.inf else
+                         f"takes {least}" if least == most else f"takes {least} to {most}")
+                raise GraphError(f"{label} cannot take {_plural(n, 'input')}: its forward "
+                                 f"{takes}")
+        return self._build(gate, inputs, name)
+
+    def _owner(self, gate):
+        # the node (of any live graph) that uses this gate instance, or None
+        node = getattr(gate, "_ge_node", None)
+        if node is not None:
+            return node if node._gate is gate and node.graph is not _REMOVED else None
+        if gate.__class__ is type:
+            return None
+        graph = _SLOTTED.get(id(gate))
+        if graph is not None:
+            return next((v for v in graph._nodes.values() if v._gate is gate), None)
+        return None
 
     def op(self, op: str, *inputs, name: str | None = None, **config) -> Node:
         """Add a built-in gate by its registry name (``"add"``, ``"pow"``, ...).
@@ -425,7 +708,7 @@ class ComputationalGraph:
         >>> g.forward(x=2.0)
         8.0
         """
-        cls = G.GATES.get(op)
+        cls = G.GATES.get(op) if isinstance(op, str) else None
         if cls is None:
             raise GraphError(f"unknown gate {op!r}; known: {', '.join(sorted(G.GATES))}")
         try:
@@ -437,27 +720,27 @@ class ComputationalGraph:
     # the builders named by the API, one line each; g.op reaches every registered gate
     def add(self, x, y, name=None) -> Node:
         """x + y (gradient distributor)."""
-        return self.apply(G.AddGate(), x, y, name=name)
+        return self._binary(G.AddGate, x, y, name)
 
     def sub(self, x, y, name=None) -> Node:
         """x - y."""
-        return self.apply(G.SubtractGate(), x, y, name=name)
+        return self._binary(G.SubtractGate, x, y, name)
 
     def mul(self, x, y, name=None) -> Node:
         """x * y (gradient switcher)."""
-        return self.apply(G.MultiplyGate(), x, y, name=name)
+        return self._binary(G.MultiplyGate, x, y, name)
 
     def div(self, x, y, name=None) -> Node:
         """x / y."""
-        return self.apply(G.DivideGate(), x, y, name=name)
+        return self._binary(G.DivideGate, x, y, name)
 
     def max(self, x, y, name=None) -> Node:
         """max(x, y) elementwise (gradient router; ties split equally)."""
-        return self.apply(G.MaxGate(), x, y, name=name)
+        return self._binary(G.MaxGate, x, y, name)
 
     def neg(self, x, name=None) -> Node:
         """-x."""
-        return self.apply(G.NegateGate(), x, name=name)
+        return self._unary(G.NegateGate, x, name)
 
     def pow(self, x, p, name=None) -> Node:
         """x ** p for a constant number p."""
@@ -466,37 +749,37 @@ class ComputationalGraph:
                              "for a node exponent")
         try:
             gate = G.PowGate(p)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise GraphError(f"pow: {exc}") from None
-        return self.apply(gate, x, name=name)
+        return self._build(gate, (x,), name)
 
     def power(self, x, y, name=None) -> Node:
         """x ** y elementwise, both inputs nodes."""
-        return self.apply(G.PowerGate(), x, y, name=name)
+        return self._binary(G.PowerGate, x, y, name)
 
     def exp(self, x, name=None) -> Node:
         """e ** x."""
-        return self.apply(G.ExpGate(), x, name=name)
+        return self._unary(G.ExpGate, x, name)
 
     def log(self, x, name=None) -> Node:
         """Natural logarithm."""
-        return self.apply(G.LogGate(), x, name=name)
+        return self._unary(G.LogGate, x, name)
 
     def sigmoid(self, x, name=None) -> Node:
         """1 / (1 + e^-x), stable at any x."""
-        return self.apply(G.SigmoidGate(), x, name=name)
+        return self._unary(G.SigmoidGate, x, name)
 
     def tanh(self, x, name=None) -> Node:
         """Hyperbolic tangent."""
-        return self.apply(G.TanhGate(), x, name=name)
+        return self._unary(G.TanhGate, x, name)
 
     def relu(self, x, name=None) -> Node:
         """max(x, 0); no gradient at 0."""
-        return self.apply(G.ReluGate(), x, name=name)
+        return self._unary(G.ReluGate, x, name)
 
     def matmul(self, a, b, name=None) -> Node:
         """a @ b: vectors, matrices, batched on the left."""
-        return self.apply(G.MatMulGate(), a, b, name=name)
+        return self._binary(G.MatMulGate, a, b, name)
 
     def sum(self, x, axis=None, name=None) -> Node:
         """Sum over ``axis`` (every element when None)."""
@@ -508,37 +791,128 @@ class ComputationalGraph:
 
     def mse(self, pred, target, name=None) -> Node:
         """The loss mean((pred - target) ** 2)."""
-        return self.apply(G.MSELoss(), pred, target, name=name)
+        return self._binary(G.MSELoss, pred, target, name)
 
     def softmax_cross_entropy(self, logits, labels, name=None) -> Node:
         """Mean over the batch of -log softmax(logits)[label]; labels are class indices."""
-        return self.apply(G.SoftmaxCrossEntropy(), logits, labels, name=name)
+        return self._binary(G.SoftmaxCrossEntropy, logits, labels, name)
+
+    # ------------------------------------------------------------ removing
+
+    def _users(self, node) -> list:
+        return [v for v in self._nodes.values() if node in v._args]
+
+    def _drop(self, node) -> None:
+        del self._nodes[node.name]
+        node.graph = _REMOVED
+        if node._gate is not None and node._gate.__class__ is not type:
+            _SLOTTED.pop(id(node._gate), None)
+        if self._output == node.name:
+            self._set_output(None)
+        dag = self._dag
+        if dag is not None:
+            name = node.name
+            for u in dag._pred[name]:
+                del dag._succ[u][name]
+            del dag._pred[name], dag._succ[name], dag._node[name]
+        self._plan = None
+        self._plans.clear()
+
+    def remove(self, node) -> None:
+        """Remove ``node`` (a Node or a name), which no other node may use.
+
+        >>> g = ComputationalGraph(); x = g.input("x"); y = g.sigmoid(x, name="y")
+        >>> z = g.exp(x, name="z")      # a cell run twice leaves an extra gate
+        >>> g.remove(z); [n.name for n in g]
+        ['x', 'y']
+        """
+        node = self._node(node, "remove:")
+        users = self._users(node)
+        if users:
+            shown = ", ".join(repr(v.name) for v in users[:5]) + (", ..." if len(users) > 5
+                                                                 else "")
+            raise GraphError(f"cannot remove {node.name!r}: {_plural(len(users), 'node')} "
+                             f"use{'s' if len(users) == 1 else ''} it ({shown}); remove "
+                             "them first, or call g.prune() to drop what the output does "
+                             "not use")
+        self._drop(node)
+
+    def prune(self) -> list[str]:
+        """Remove every node the output does not depend on; return their names.
+
+        >>> g = ComputationalGraph(); x = g.input("x"); y = g.sigmoid(x, name="y")
+        >>> old = g.exp(x, name="old"); _ = g.set_output(y)
+        >>> g.prune()
+        ['old']
+        """
+        plan = self.plan()
+        gone = [self._nodes[name] for name in plan.outside]
+        for node in reversed(gone):
+            self._drop(node)
+        return [node.name for node in gone]
+
+    @contextmanager
+    def atomic(self):
+        """A block that adds all of its nodes or none: if it raises, the nodes it
+        added are removed (and the output it set is put back).
+
+        >>> g = ComputationalGraph(); x = g.input("x")
+        >>> try:
+        ...     with g.atomic():
+        ...         h = g.sigmoid(x)
+        ...         g.add(h, "oops")
+        ... except GraphError:
+        ...     pass
+        >>> [n.name for n in g]
+        ['x']
+        """
+        before, output = len(self._nodes), self._output
+        try:
+            yield self
+        except BaseException:
+            added = list(self._nodes.values())[before:]
+            for node in reversed(added):
+                self._drop(node)
+            if self._output != output and (output is None or output in self._nodes):
+                self._set_output(output)
+            raise
 
     # ------------------------------------------------------------ reading
 
     def __getitem__(self, name: str) -> Node:
-        try:
-            return self._nodes[name]
-        except (KeyError, TypeError):
-            raise GraphError(f"no node named {name!r} in the graph") from None
+        node = self._nodes.get(name) if isinstance(name, str) else None
+        if node is None:
+            what = (f"a numpy array of shape {name.shape}" if isinstance(name, np.ndarray)
+                    else f"{type(name).__name__} {name!r}") if not isinstance(name, str) \
+                else None
+            if what is not None:
+                raise GraphError(f"no node named {what}: node names are strings")
+            raise GraphError(f"no node named {name!r} in the graph")
+        return node
 
-    def __contains__(self, name) -> bool:
-        return name in self._nodes
+    def __contains__(self, key) -> bool:
+        """A name (str) or a Node of this graph; anything else is not in it."""
+        if isinstance(key, str):
+            return key in self._nodes
+        if isinstance(key, Node):
+            return key.graph is self and self._nodes.get(key.name) is key
+        return False
 
     def __len__(self) -> int:
         return len(self._nodes)
 
     def __iter__(self):
-        return iter(self._nodes.values())
+        return iter(list(self._nodes.values()))
 
     def __repr__(self):
-        return f"<ComputationalGraph: {len(self)} nodes, {self.dag.number_of_edges()} edges>"
+        edges = sum(len(n._args) for n in self._nodes.values())
+        return f"<ComputationalGraph: {len(self)} nodes, {edges} edges>"
 
     def nodes(self, kind: str | None = None) -> list[Node]:
         """Every node in insertion order, or those of one kind."""
-        if kind is not None and kind not in KINDS:
+        if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
             raise GraphError(f"unknown node kind {kind!r}; expected one of {KINDS}")
-        return [n for n in self._nodes.values() if kind is None or n.kind == kind]
+        return [n for n in self._nodes.values() if kind is None or n._kind == kind]
 
     def parameters(self) -> list[Node]:
         """The trainable leaves, in insertion order."""
@@ -548,49 +922,94 @@ class ComputationalGraph:
         """The leaves fed to forward, in insertion order."""
         return self.nodes("input")
 
+    def _set_output(self, name) -> None:
+        self._output = name
+        self._plan = None
+        dag = self._dag
+        if dag is not None:
+            if name is None:
+                dict.pop(dag.graph, "output", None)
+            else:
+                dict.__setitem__(dag.graph, "output", name)
+
     def set_output(self, node) -> Node:
-        """Make ``node`` (a Node or a name) the output that forward returns."""
-        node = self[node] if isinstance(node, str) else self._arg(node, "set_output")
-        if node.graph is not self:
+        """Make ``node`` (a Node of this graph or its name) the output that forward
+        returns.
+
+        >>> g = ComputationalGraph(); x = g.input("x"); a, b = g.exp(x), g.log(x)
+        >>> g.set_output(a).name
+        'exp_1'
+        """
+        if not isinstance(node, (str, Node)):
+            raise GraphError(f"set_output needs a node of the graph or its name, got "
+                             f"{type(node).__name__} {node!r}")
+        if isinstance(node, Node) and node.graph is not self and node.graph is not _REMOVED:
             raise GraphError(f"node {node.name!r} belongs to another graph")
-        self.dag.graph["output"] = node.name
-        self._changed()
+        node = self._node(node, "set_output:")
+        self._set_output(node.name)
         return node
+
+    def _sinks(self) -> list:
+        used = set()
+        for node in self._nodes.values():
+            used.update(node._args)
+        return [n for n in self._nodes.values() if n._kind == "gate" and n not in used]
+
+    def _implicit_output(self, sinks=None) -> Node:
+        if sinks is None:
+            sinks = self._sinks()
+        if len(sinks) == 1:
+            return sinks[0]
+        if not sinks:
+            raise GraphError("the graph has no gate yet, so no output; add a gate or "
+                             "call set_output")
+        names = [s.name for s in sinks]
+        shown = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+        raise GraphError(f"the output is ambiguous: {len(sinks)} gates are used by no "
+                         f"other node ({shown}); call g.set_output(node) to choose one, "
+                         f"then g.prune() to drop what it does not use, or g.remove(node) "
+                         f"an extra one (a cell run twice leaves such copies)")
 
     @property
     def output(self) -> Node:
         """The output: set by ``set_output``, else the one gate nothing else uses."""
-        name = self.dag.graph.get("output")
-        if name is not None:
-            return self[name]
-        nodes = self.dag.nodes
-        sinks = [v for v, succ in self.dag.succ.items() if not succ
-                 and nodes[v]["kind"] == "gate"]
-        if len(sinks) == 1:
-            return self._nodes[sinks[0]]
-        if not sinks:
-            raise GraphError("the graph has no gate yet, so no output; add a gate or "
-                             "call set_output")
-        shown = ", ".join(repr(s) for s in sinks[:5]) + (", ..." if len(sinks) > 5 else "")
-        raise GraphError(f"the output is ambiguous: {len(sinks)} gates are used by no "
-                         f"other node ({shown}); call set_output(node)")
+        if self._output is not None:
+            return self._nodes[self._output]
+        return self._implicit_output()
 
     # ------------------------------------------------------------ running
 
     def plan(self) -> Plan:
         """The compiled plan for the current structure (compiled on first need)."""
-        if self._plan is None:
-            self._plan = compile_plan(self.dag, self.output.name)
-        return self._plan
+        plan = self._plan
+        if plan is None:
+            nodes = self._nodes.values()
+            if self._output is not None:
+                plan = compile_plan(nodes, self._nodes[self._output])
+            else:
+                # the last gate uses no later node; when the output needs every node
+                # it is the only gate nothing uses, else count the unused gates
+                last = next((n for n in reversed(nodes) if n._kind == "gate"), None)
+                if last is None:
+                    self._implicit_output([])
+                plan = compile_plan(nodes, last)
+                if plan.outside:
+                    self._implicit_output()
+            self._plan = plan
+        return plan
 
     def _node(self, key, what: str) -> Node:
         """The node ``key`` names (a name, or a Node of this graph), else GraphError."""
         if isinstance(key, Node):
             if key.graph is not self:
+                if key.graph is _REMOVED:
+                    raise GraphError(f"{what} {key.name!r} was removed from the graph")
                 raise GraphError(f"{what} {key.name!r} is a node of another graph")
             return key
         node = self._nodes.get(key) if isinstance(key, str) else None
         if node is None:
+            if isinstance(key, np.ndarray):
+                raise GraphError(f"{what} a numpy array is not a node name")
             raise GraphError(f"{what} {key!r} is not a node of the graph")
         return node
 
@@ -603,26 +1022,13 @@ class ComputationalGraph:
         for key, v in items + list(named.items()):
             node = self._node(key, "feed key")
             key = node.name
-            if node.kind != "input":
-                hint = " (set its .value instead)" if node.kind == "parameter" else ""
-                raise GraphError(f"feed key {key!r} is a {node.kind}, not an input{hint}")
+            if node._kind != "input":
+                hint = " (set its .value instead)" if node._kind == "parameter" else ""
+                raise GraphError(f"feed key {key!r} is a {node._kind}, not an input{hint}")
             fed[key] = as_value(v, f"feed for input {key!r}")
         return fed
 
-    def forward(self, feed: dict | None = None, **named):
-        """Run every gate the output needs, in topological order; return the output's value.
-
-        ``feed`` maps input names (or Nodes) to numbers or arrays; keyword arguments
-        feed by name too.
-
-        >>> g = ComputationalGraph(); x = g.input("x"); y = x * x
-        >>> g.forward(x=3.0)
-        9.0
-        """
-        plan = self.plan()
-        run = self.run
-        vals = run.values_for(plan) or [None] * len(plan.names)
-        run.forget_values()
+    def _load(self, plan, vals, feed, named) -> None:
         fed = feed
         if fed.__class__ is not dict or named or len(fed) != len(plan.inputs):
             fed = self._feed(feed, named)       # validates every key and value
@@ -642,17 +1048,68 @@ class ComputationalGraph:
                                  f"{', '.join(map(repr, missing))})") from None
             for slot, name in plan.inputs:
                 vals[slot] = fed[name]
-        for slot, attrs in plan.stored:
-            vals[slot] = attrs["value"]
+        if fed is not feed and plan is self._plan:
+            self.run.fed = {k: v for k, v in fed.items() if k in plan.outside}
+        plan.load(vals)
+
+    def forward(self, feed: dict | None = None, **named):
+        """Run every gate the output needs, in topological order; return the output's value.
+
+        ``feed`` maps input names (or Nodes) to numbers or arrays; keyword arguments
+        feed by name too.
+
+        >>> g = ComputationalGraph(); x = g.input("x"); y = x * x
+        >>> g.forward(x=3.0)
+        9.0
+        """
+        plan = self.plan()
+        run = self.run
+        vals = run.values if run.plan is plan else None
+        if vals is None:
+            vals = [None] * len(plan.names)
+        run.forget_values()
+        if run.fed:
+            run.fed = {}
+        self._load(plan, vals, feed, named)
         plan.forward(vals)
         run.set_values(plan, vals)
+        return vals[plan.out]
+
+    def evaluate(self, node, feed: dict | None = None, /, **named):
+        """The value of ``node`` computed from just the inputs it needs.
+
+        Only the gates ``node`` depends on run (their plan is compiled once per
+        node and kept until the graph loses a node); inputs it does not need may be
+        fed or left out. The last forward's values and gradients stay as they were.
+
+        >>> import numpy as np
+        >>> g = ComputationalGraph()
+        >>> logits = g.input("x") @ np.eye(2)
+        >>> loss = g.softmax_cross_entropy(logits, g.input("y"))
+        >>> g.evaluate(logits, x=np.array([[1.0, 2.0]]))     # no labels needed
+        array([[1., 2.]])
+        """
+        node = self._node(node, "evaluate:")
+        if node._kind in ("parameter", "constant"):
+            return node._value
+        plan = self._plans.get(node)
+        if plan is None:
+            plan = self._plans[node] = compile_plan(self._nodes.values(), node)
+        vals = [None] * len(plan.names)
+        self._load(plan, vals, feed, named)
+        run = self.run
+        run.stale = run.values is not None and bool(plan.cols[0]) or run.stale
+        plan.forward(vals)
         return vals[plan.out]
 
     def backward(self, seed=None) -> dict:
         """Gradients of the output with respect to every node, as name -> array/float.
 
         ``seed`` is the upstream gradient of the output (default: ones of its shape).
-        Paths add up; nodes the output does not depend on get zeros.
+        Paths add up; nodes the output does not depend on get zeros of their own
+        shape (a parameter's or constant's value's, an input's as last fed; 0.0 for
+        an input never fed and for a gate that did not run). Every array returned is
+        its own (none is another's, the seed, or a gate's).
 
         >>> g = ComputationalGraph(); x = g.input("x"); y = x * x + x
         >>> g.forward(x=3.0); g.backward()["x"]
@@ -670,12 +1127,16 @@ class ComputationalGraph:
                              "(output " + repr(self.output.name) + ")")
         out = vals[plan.out]
         if seed is None:
-            seed = 1.0 if out.__class__ is float else np.ones(np.shape(out))
+            seed = 1.0 if out.__class__ is float else np.ones(np.shape(out),
+                                                              dtype=np.result_type(out))
         else:
+            given = seed
             seed = as_value(seed, "backward's seed")
             if np.shape(seed) != np.shape(out):
                 raise GraphError(f"backward's seed has shape {np.shape(seed)}, expected the "
                                  f"shape {np.shape(out)} of output {plan.names[plan.out]!r}")
+            if seed is given and seed.__class__ is not float:
+                seed = seed.copy()              # the caller's array stays the caller's
         grads = plan.backward(vals, seed)
         run.set_grads(plan, grads)
         result = plan.as_dict(grads)
@@ -684,7 +1145,10 @@ class ComputationalGraph:
         return result
 
     def _zeros(self, name):
-        v = self._nodes[name]._attrs.get("value")
+        node = self._nodes[name]
+        if node._kind in ("parameter", "constant"):
+            return G.zeros_like(node._value)
+        v = self.run.fed.get(name) if node._kind == "input" else None
         return 0.0 if v is None else G.zeros_like(v)
 
     def _value_of(self, name):
@@ -695,8 +1159,9 @@ class ComputationalGraph:
         plan = run.grads_plan
         if plan is None:
             return None
-        if name in plan.slot:
-            return run.grads[plan.slot[name]]
+        slot = plan.slot.get(name)
+        if slot is not None:
+            return run.grads[slot]
         return self._zeros(name) if name in self._nodes else None
 
     # ------------------------------------------------------------ derivative tools
@@ -840,6 +1305,8 @@ class ComputationalGraph:
         >>> h = ComputationalGraph.from_dag(g.dag); h.forward(x=0.0)
         0.5
         """
+        import networkx as nx
+
         if not isinstance(dag, nx.MultiDiGraph):
             raise GraphError(f"from_dag needs a networkx.MultiDiGraph, got {type(dag).__name__}")
         rank = {v: k for k, v in enumerate(dag)}
@@ -865,7 +1332,9 @@ class ComputationalGraph:
                 if not isinstance(gate, G.Gate):
                     raise GraphError(f"node {v!r}: a gate node needs a Gate instance as "
                                      f"attribute 'gate', got {type(gate).__name__}")
-                g.apply(copy.copy(gate), *(g[u] for _, u in ins), name=v)
+                gate = copy.copy(gate)
+                getattr(gate, "__dict__", {}).pop("_ge_node", None)
+                g.apply(gate, *(g[u] for _, u in ins), name=v)
                 continue
             if ins:
                 raise GraphError(f"node {v!r}: {kind!r} nodes are leaves and cannot have inputs")
@@ -880,5 +1349,31 @@ class ComputationalGraph:
             else:
                 raise GraphError(f"node {v!r}: unknown kind {kind!r}; expected one of {KINDS}")
         if "output" in dag.graph:
-            g.set_output(dag.graph["output"])
+            out = dag.graph["output"]
+            if not isinstance(out, str) or out not in g._nodes:
+                raise GraphError(f"from_dag: dag.graph['output'] must name a node of the "
+                                 f"graph, got {type(out).__name__} {out!r}")
+            g.set_output(out)
         return g
+
+
+def _dag_add(dag, node) -> None:
+    # networkx's own dicts, written in bulk: node -> attributes, successors and
+    # predecessors; one key dict per (u, v) shared by both sides, as networkx keeps it
+    name = node.name
+    kind = node._kind
+    if kind == "gate":
+        attrs = _ReadOnly(kind=kind, gate=node.gate)
+    elif kind == "input":
+        attrs = _ReadOnly(kind=kind, gate=None)
+    else:
+        attrs = _ReadOnly(kind=kind, gate=None, value=node._value)
+    dag._node[name] = attrs
+    dag._succ[name] = {}
+    pred = dag._pred[name] = {}
+    for s, u in enumerate(node._args):
+        keyed = pred.get(u.name)
+        if keyed is None:
+            keyed = pred[u.name] = {}
+            dag._succ[u.name][name] = keyed
+        keyed[len(keyed)] = _ReadOnly(slot=s)

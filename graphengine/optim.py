@@ -109,7 +109,7 @@ class Optimizer:
 
     @staticmethod
     def _apply(p: Node, delta) -> None:
-        value = p._attrs["value"]
+        value = p._value
         if value.__class__ is float:
             p.value = float(value - delta)
         else:

@@ -1,20 +1,18 @@
 """The compiled plan: what forward, backward and jvp actually run.
 
-``compile_plan`` reads the networkx structure once per structural change and lowers it
-to a flat tuple of steps ``(kind, forward, backward, a, b, out)`` over an
-integer-indexed list of values: ``a`` and ``b`` are the input slots (``a`` is the tuple
-of slots for a user's gate), ``out`` the gate's own slot. The loops below touch no
-networkx, look up no names and recurse nowhere; backward adds each input's gradient
-into its slot, so gradients arriving along several paths are summed for free.
+``compile_plan`` reads the graph's own record of its nodes (insertion order is
+topological) once per structural change and lowers the part the output depends on to
+a flat tuple of steps ``(kind, gate, a, b, out)`` over an integer-indexed list of
+values: ``a`` and ``b`` are the input slots (``a`` is the tuple of slots for a user's
+gate), ``out`` the gate's own slot. The loops below touch no networkx, look up no
+names and recurse nowhere; backward adds each input's gradient into its slot, so
+gradients arriving along several paths are summed for free.
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
-from functools import partial
 
-import networkx as nx
 import numpy as np
 
 from .errors import GraphError
@@ -25,96 +23,214 @@ from .gates import BUILTIN, Gate, fit, zeros_like
 # backward also has binary steps that want only their first or only their second
 # input's gradient (and a checked step's b is then the tuple of wanted inputs)
 UNARY, BINARY, CHECKED, FIRST, SECOND = 1, 2, 0, 3, 4
+MANY = object()       # Node._b of a gate whose arity is not 1 or 2: _a holds the tuple
+
+
+def _describe(v) -> str:
+    if isinstance(v, int):               # str() of a huge int is itself an error
+        return f"the integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+    return repr(v)
 
 
 def as_value(v, what: str):
-    """A float or a float numpy array from a user's number or array, else GraphError."""
-    if v.__class__ is float:
+    """A float or a float numpy array from a user's number or array, else GraphError.
+
+    A ``numpy.matrix`` (or another ndarray subclass but a masked array) becomes a
+    plain array, so ``*`` stays elementwise.
+    """
+    cls = v.__class__
+    if cls is float:
         return v
+    if cls is np.ndarray:
+        return _array(v, what)
+    if isinstance(v, (np.timedelta64, np.datetime64)):
+        raise GraphError(f"{what}: expected a number, got a numpy {type(v).__name__}")
     if isinstance(v, (bool, int, float, np.integer, np.floating, np.bool_)):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:
+            raise GraphError(f"{what}: {_describe(v)} is too large for a float64 "
+                             "(at most about 1.8e308)") from None
     if isinstance(v, (list, tuple)):
         try:
             v = np.asarray(v)
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise GraphError(f"{what}: not a rectangular array of numbers ({exc})") from None
+        return _array(v, what)
     if isinstance(v, np.ndarray):
-        if v.dtype.kind in "biu":
-            v = v.astype(float)
-        elif v.dtype.kind != "f":
-            raise GraphError(f"{what}: expected numbers, got an array of dtype {v.dtype}")
-        return float(v) if v.ndim == 0 else v
+        if isinstance(v, np.ma.MaskedArray):
+            raise GraphError(f"{what}: a masked array; pass .filled(value) or a plain array")
+        return _array(np.asarray(v), what)
     raise GraphError(f"{what}: expected a number or a numpy array, got {type(v).__name__}")
 
 
-@dataclass(eq=False)
-class Plan:
-    names: list            # slot -> node name
-    slot: dict             # node name -> slot
-    steps: tuple           # (kind, forward, backward, a, b, out), topological order
-    gates: tuple           # (gate, input slots, out) per step, same order
-    inputs: tuple          # (slot, name) of each input leaf to feed
-    stored: tuple          # (slot, attrs) of each parameter and constant
-    out: int               # the output's slot
-    outside: tuple         # names of nodes not upstream of the output
+def _array(v, what):
+    kind = v.dtype.kind
+    if kind in "biu":
+        v = v.astype(float)
+    elif kind != "f":
+        raise GraphError(f"{what}: expected numbers, got an array of dtype {v.dtype}")
+    return float(v) if v.ndim == 0 else v
 
-    def __post_init__(self):
+
+def _plural(n, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class _Wants:
+    """A pruned step's gate: backward skips the product for an unwanted input."""
+
+    __slots__ = ("gate", "need")
+
+    def __init__(self, gate, need):
+        self.gate, self.need = gate, need
+
+    def backward(self, upstream):
+        return self.gate.backward(upstream, need=self.need)
+
+
+def _own(p, q, up):
+    # a gate that passes its upstream through (add, sub) would otherwise hand one
+    # array to two nodes: every gradient is its own array
+    if p is up:
+        p = p.copy()
+    if q is up or q is p:
+        q = q.copy()
+    return p, q
+
+
+class Plan:
+    """A graph lowered for running: ``names`` (slot to node name); the steps as
+    parallel lists ``kinds, gates, a, b, outs`` (``steps`` gives them as tuples);
+    ``inputs`` ``(slot, name)`` to feed; ``leaf_slots, leaf_nodes`` of parameters
+    and constants; the output's slot ``out``; the names of the nodes ``outside`` it.
+    ``slot`` (name to slot) and ``gates`` ``(gate, input slots, out)`` are built on
+    first use. Parallel lists cost a few bytes a step and nothing to the cyclic
+    garbage collector, which a tuple per step would cost at every collection."""
+
+    def __init__(self, names, kinds, gates, a, b, outs, inputs, leaf_slots, leaf_nodes, out,
+                 outside):
+        self.names = names
+        self.cols = (kinds, gates, a, b, outs)
+        self.inputs = inputs
+        self.leaf_slots = leaf_slots
+        self.leaf_nodes = leaf_nodes
+        self.out = out
+        self.outside = outside
+        self._slot = self._gates = self._template = None
+        self._no_jvp = False
         self._pruned = {}
-        # Fresh copies of the names, allocated side by side, make building the result
-        # dict of a huge graph cache-friendly (the originals are scattered in memory).
-        self.keys = [(name + ".")[:-1] for name in self.names]
-        self.template = dict.fromkeys(self.keys)
-        self.no_jvp = next(((g, out) for g, _, out in self.gates
-                            if type(g).jvp is Gate.jvp), None)
+
+    @property
+    def steps(self) -> tuple:
+        """``(kind, gate, a, b, out)`` per step, in topological order."""
+        return tuple(zip(*self.cols, strict=True))
+
+    @property
+    def slot(self) -> dict:
+        if self._slot is None:
+            self._slot = {name: k for k, name in enumerate(self.names)}
+        return self._slot
+
+    @property
+    def gates(self) -> tuple:
+        if self._gates is None:
+            self._gates = tuple(
+                (gate, (a,) if kind == UNARY else (a, b) if kind == BINARY else a, out)
+                for kind, gate, a, b, out in zip(*self.cols, strict=True))
+        return self._gates
+
+    @property
+    def leaves(self) -> tuple:
+        """``(slot, node)`` of each parameter and constant."""
+        return tuple(zip(self.leaf_slots, self.leaf_nodes, strict=True))
+
+    @property
+    def stored(self) -> tuple:
+        """``(slot, {"kind", "value"})`` of each parameter and constant."""
+        return tuple((k, {"kind": n.kind, "value": n._value})
+                     for k, n in zip(self.leaf_slots, self.leaf_nodes, strict=True))
+
+    @property
+    def no_jvp(self):
+        """``(gate, slot)`` of the first gate without jvp, or None."""
+        if self._no_jvp is False:
+            _, gates, _, _, outs = self.cols
+            self._no_jvp = next(((g, out) for g, out in zip(gates, outs, strict=False)
+                                 if type(g).jvp is Gate.jvp), None)
+        return self._no_jvp
 
     def as_dict(self, values: list) -> dict:
-        result = self.template.copy()
-        result.update(zip(self.keys, values, strict=True))
+        template = self._template
+        if template is None:                  # the first call builds; later ones copy
+            self._template = False
+            return dict(zip(self.names, values, strict=True))
+        if template is False:
+            template = self._template = dict.fromkeys(self.names)
+        result = template.copy()
+        result.update(zip(self.names, values, strict=True))
         return result
+
+    def load(self, vals: list) -> None:
+        """Put the parameters' and constants' values into their slots."""
+        for k, node in zip(self.leaf_slots, self.leaf_nodes, strict=False):
+            vals[k] = node._value
 
     def forward(self, vals: list) -> None:
         out = -1
         try:
-            for kind, fwd, _, a, b, out in self.steps:
+            for kind, gate, a, b, out in zip(*self.cols, strict=False):
                 if kind == 1:                                  # UNARY
-                    vals[out] = fwd(vals[a])
+                    vals[out] = gate.forward(vals[a])
                 elif kind == 2:                                # BINARY
-                    vals[out] = fwd(vals[a], vals[b])
+                    vals[out] = gate.forward(vals[a], vals[b])
                 else:
-                    vals[out] = as_value(fwd(*[vals[i] for i in a]),
+                    vals[out] = as_value(gate.forward(*[vals[i] for i in a]),
                                          f"node {self.names[out]!r}: forward returned")
         except Exception as exc:
             raise self._failure(out, "forward", vals, exc) from exc
 
     def backward(self, vals: list, seed, wrt: tuple | None = None) -> list:
-        """Gradients by slot. With ``wrt`` (slots), only the steps between those
-        slots and the output run; gradients nobody asked for may stay None."""
+        """Gradients by slot, each array its own. With ``wrt`` (slots), only the
+        steps between those slots and the output run (a training step's backward):
+        gradients nobody asked for may stay None, and a gate that passes its upstream
+        through (add) hands the same array on instead of a copy. ``seed`` becomes
+        the output's gradient as it is."""
         grads = [None] * len(vals)
         grads[self.out] = seed
         out = -1
+        own = wrt is None
+        steps = (zip(*map(reversed, self.cols), strict=False) if own
+                 else reversed(self.pruned(wrt)))
         try:
-            for kind, _, bwd, a, b, out in reversed(self.steps if wrt is None
-                                                    else self.pruned(wrt)):
+            for kind, gate, a, b, out in steps:
+                up = grads[out]
                 if kind == 1:                                  # UNARY
-                    (p,) = bwd(grads[out])
+                    (p,) = gate.backward(up)
+                    if p is up and own and up.__class__ is not float:
+                        p = p.copy()
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
                 elif kind == 2:                                # BINARY
-                    p, q = bwd(grads[out])
+                    p, q = gate.backward(up)
+                    if own and up.__class__ is not float and (p is up or q is up or p is q):
+                        p, q = _own(p, q, up)
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
                     cur = grads[b]
                     grads[b] = q if cur is None else cur + q
                 elif kind == 3:                                # FIRST
-                    p = bwd(grads[out])[0]
+                    p = gate.backward(up)[0]
                     cur = grads[a]
                     grads[a] = p if cur is None else cur + p
                 elif kind == 4:                                # SECOND
-                    q = bwd(grads[out])[1]
+                    q = gate.backward(up)[1]
                     cur = grads[b]
                     grads[b] = q if cur is None else cur + q
                 else:                                          # CHECKED
-                    parts = self._checked(out, a, bwd(grads[out]), vals)
+                    # a user's gate gets its own copy: writing into it harms nobody
+                    mine = up.copy() if up.__class__ is np.ndarray else up
+                    parts = self._checked(out, a, gate.backward(mine), vals)
                     for i, p, want in zip(a, parts, b or (True,) * len(a), strict=True):
                         if want:
                             cur = grads[i]
@@ -134,21 +250,30 @@ class Plan:
         return mark
 
     def pruned(self, wrt: tuple) -> tuple:
-        """The backward steps that the gradients of the slots ``wrt`` need (cached)."""
+        """The backward steps that the gradients of the slots ``wrt`` need (cached):
+        those of a gate that depends on ``wrt`` through one of its inputs."""
         steps = self._pruned.get(wrt)
         if steps is None:
             need = self.downstream(wrt)
             steps = []
-            for kind, fwd, bwd, a, b, out in self.steps:
+            for kind, gate, a, b, out in zip(*self.cols, strict=False):
                 if not need[out]:
                     continue
-                if kind == BINARY and not (need[a] and need[b]):
-                    if bwd.__self__.prunable:       # the gate skips the unwanted product
-                        bwd = partial(bwd, need=(need[a], need[b]))
-                    kind = FIRST if need[a] else SECOND
-                elif kind == CHECKED:
+                if kind == BINARY:
+                    if not (need[a] or need[b]):
+                        continue
+                    if not (need[a] and need[b]):
+                        if gate.prunable:           # the gate skips the unwanted product
+                            gate = _Wants(gate, (need[a], need[b]))
+                        kind = FIRST if need[a] else SECOND
+                elif kind == UNARY:
+                    if not need[a]:
+                        continue
+                else:
                     b = tuple(need[i] for i in a)
-                steps.append((kind, fwd, bwd, a, b, out))
+                    if not any(b):
+                        continue
+                steps.append((kind, gate, a, b, out))
             steps = self._pruned[wrt] = tuple(steps)
         return steps
 
@@ -160,22 +285,43 @@ class Plan:
                              "has no jvp, so forward mode cannot pass through it")
         out = -1
         try:
-            for gate, ins, out in self.gates:
-                tangents[out] = gate.jvp(*[tangents[i] for i in ins])
+            for kind, gate, a, b, out in zip(*self.cols, strict=False):
+                if kind == 1:
+                    tangents[out] = gate.jvp(tangents[a])
+                elif kind == 2:
+                    tangents[out] = gate.jvp(tangents[a], tangents[b])
+                else:
+                    tangents[out] = self._tangent(out, gate.jvp(*[tangents[i] for i in a]),
+                                                  vals)
         except Exception as exc:
             raise self._failure(out, "jvp", vals, exc) from exc
         return tangents
 
+    def _tangent(self, out, t, vals):
+        name = self.names[out]
+        t = as_value(t, f"node {name!r}: jvp returned")
+        want, got = np.shape(vals[out]), np.shape(t)
+        if got != want:
+            try:
+                ok = np.broadcast_shapes(want, got) == want
+            except ValueError:
+                ok = False
+            if not ok:
+                raise GraphError(f"node {name!r}: jvp returned a tangent of shape {got}, "
+                                 f"expected {want} (the shape of its value)")
+            t = np.broadcast_to(t, want).copy()
+        return t
+
     def _checked(self, out, ins, parts, vals):
         name = self.names[out]
-        try:
-            parts = list(parts)
-        except TypeError:
+        if not isinstance(parts, (list, tuple)):
             raise GraphError(f"node {name!r}: backward must return a sequence of "
-                             f"{len(ins)} gradients, got {type(parts).__name__}") from None
+                             f"{_plural(len(ins), 'gradient')}, got {type(parts).__name__} "
+                             "(return a list or tuple)")
         if len(parts) != len(ins):
-            raise GraphError(f"node {name!r}: backward returned {len(parts)} gradients "
-                             f"for {len(ins)} inputs")
+            raise GraphError(f"node {name!r}: backward returned "
+                             f"{_plural(len(parts), 'gradient')} for "
+                             f"{_plural(len(ins), 'input')}")
         checked = []
         for k, (i, p) in enumerate(zip(ins, parts, strict=True)):
             x = vals[i]
@@ -194,18 +340,27 @@ class Plan:
                                      f"{got}, expected {want} (the shape of input "
                                      f"{self.names[i]!r})")
                 p = fit(p, x)
+            if p.__class__ is np.ndarray and any(
+                    q.__class__ is np.ndarray and np.may_share_memory(p, q) for q in checked):
+                p = p.copy()
             checked.append(p)
         return checked
 
     def _failure(self, out, phase, vals, exc):
-        if isinstance(exc, GraphError) or out < 0:
+        if out < 0:
             return exc
-        gate, ins, _ = next(step for step in self.gates if step[2] == out)
+        name = self.names[out]
+        step = self.steps[self.cols[4].index(out)]
+        gate = step[1]
+        if isinstance(exc, GraphError):
+            if f"node {name!r}" in str(exc):
+                return exc
+            return GraphError(f"node {name!r} ({gate.label}) in {phase}: {exc}")
+        ins = (step[2],) if step[0] == UNARY else (step[2], step[3]) if step[0] == BINARY \
+            else step[2]
         shapes = ", ".join(f"{self.names[i]!r} {np.shape(vals[i])}" for i in ins)
-        return GraphError(f"node {self.names[out]!r} ({gate.label}) failed in {phase} "
+        return GraphError(f"node {name!r} ({gate.label}) failed in {phase} "
                           f"on inputs {shapes}: {exc}")
-
-
 class RunState:
     """The values and gradients of a graph's last run, by slot of the plan they
     belong to: the one place Node.value, Node.grad, the derivative tools, training,
@@ -217,22 +372,31 @@ class RunState:
     belong to the values on hand.
     """
 
-    __slots__ = ("plan", "values", "grads", "grads_plan", "forwards", "grads_from")
+    __slots__ = ("plan", "values", "grads", "grads_plan", "forwards", "grads_from",
+                 "stale", "fed")
 
     def __init__(self):
         self.plan = None          # the plan ``values`` belong to
         self.values = None
+        self.stale = False        # the gates ran on other values since (g.evaluate)
+        self.fed = {}             # values fed to inputs outside the plan (for zeros)
         self.grads = None
         self.grads_plan = None    # the plan ``grads`` belong to
         self.forwards = 0         # successful forwards so far
         self.grads_from = -1      # the forward ``grads`` were computed from
 
     def values_for(self, plan):
-        """The last values if they belong to ``plan``, else None."""
-        return self.values if self.plan is plan else None
+        """The last values if they belong to ``plan``, else None. The gates' saved
+        state is theirs too (rerun first if another evaluation used the gates)."""
+        if self.plan is not plan:
+            return None
+        if self.stale:
+            self.stale = False
+            plan.forward(self.values)
+        return self.values
 
     def set_values(self, plan, values) -> None:
-        self.plan, self.values = plan, values
+        self.plan, self.values, self.stale = plan, values, False
         self.forwards += 1
 
     def forget_values(self) -> None:
@@ -259,91 +423,96 @@ class RunState:
     def save(self) -> tuple:
         """A snapshot that ``restore`` puts back (values copied, as a run reuses the list)."""
         vals = None if self.values is None else list(self.values)
-        return (self.plan, vals, self.grads, self.grads_plan, self.forwards, self.grads_from)
+        return (self.plan, vals, self.grads, self.grads_plan, self.forwards, self.grads_from,
+                self.stale)
 
     def restore(self, saved: tuple) -> None:
         (self.plan, self.values, self.grads, self.grads_plan,
-         self.forwards, self.grads_from) = saved
+         self.forwards, self.grads_from, self.stale) = saved
 
 
-def _order(dag: nx.MultiDiGraph, pred: dict, output) -> list:
-    """The output's ancestors and itself, topologically, ties by insertion order."""
-    keep = {output}
-    stack = [output]
-    while stack:
-        for u in pred[stack.pop()]:
-            if u not in keep:
-                keep.add(u)
-                stack.append(u)
-    order = [v for v in dag if v in keep]
-    seen = set()
-    for v in order:                       # insertion order is topological for builders
-        if any(u not in seen for u in pred[v]):
-            break
-        seen.add(v)
-    else:
-        return order
-    sub = dag.subgraph(order)
-    rank = {v: k for k, v in enumerate(order)}
-    try:
-        return list(nx.lexicographical_topological_sort(sub, key=rank.__getitem__))
-    except nx.NetworkXUnfeasible:
-        cycle = " -> ".join(str(u) for u, *_ in nx.find_cycle(sub))
-        raise GraphError(f"the graph has a cycle through nodes {cycle}") from None
 
 
-def compile_plan(dag: nx.MultiDiGraph, output) -> Plan:
-    """Lower the part of ``dag`` that ``output`` depends on to a Plan."""
+def made(node):
+    """The gate of a gate node, made now if the node holds only its class (the
+    builders' fast path defers making built-in gates until they are needed)."""
+    gate = node._gate
+    if gate.__class__ is type:
+        gate = node._gate = gate()
+        gate._ge_node = node
+    return gate
+
+
+def compile_plan(nodes, output) -> Plan:
+    """Lower the part of the graph that ``output`` (a Node) depends on to a Plan;
+    ``nodes`` are the graph's Nodes in insertion order, which is topological."""
     # Compiling allocates a few small objects per node and no reference cycles; the
-    # cyclic collector would rescan the whole (huge) networkx heap many times over.
+    # cyclic collector would rescan the whole (huge) heap many times over.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile(dag, output)
+        return _compile(nodes, output)
     finally:
         if paused:
             gc.enable()
 
 
-def _compile(dag: nx.MultiDiGraph, output) -> Plan:
-    # networkx's own adjacency dicts (node -> predecessor -> edge key -> attributes),
-    # read only: its view objects cost more than the rest of compiling a node
-    pred = dag._pred
-    nodes = dag._node
-    order = _order(dag, pred, output)
-    slot = {v: k for k, v in enumerate(order)}
-    steps, gates, inputs, stored = [], [], [], []
-    for k, v in enumerate(order):
-        attrs = nodes[v]
-        kind = attrs.get("kind")
-        if kind == "input":
-            inputs.append((k, v))
-            continue
-        if kind in ("parameter", "constant"):
-            stored.append((k, attrs))
-            continue
-        gate = attrs.get("gate")
-        if kind != "gate" or not isinstance(gate, Gate):
-            raise GraphError(f"node {v!r}: kind {kind!r} with gate {gate!r} is not a "
-                             "valid node (expected input, parameter, constant or gate)")
-        edges = [(u, e.get("slot")) for u, keyed in pred[v].items() for e in keyed.values()]
-        arity = len(edges)
-        ins = [None] * arity
-        for u, s in edges:
-            if not isinstance(s, int) or not 0 <= s < arity or ins[s] is not None:
-                raise GraphError(f"node {v!r}: its {arity} input edges must have slots "
-                                 f"0..{arity - 1} once each, got slot {s!r} from {u!r}")
-            ins[s] = slot[u]
-        if gate.arity is not None and gate.arity != arity:
-            raise GraphError(f"node {v!r}: gate {gate.label} takes {gate.arity} inputs, "
-                             f"has {arity}")
-        ins = tuple(ins)
-        gates.append((gate, ins, k))
-        if type(gate) in BUILTIN and arity in (UNARY, BINARY):
-            b = ins[1] if arity == BINARY else None
-            steps.append((arity, gate.forward, gate.backward, ins[0], b, k))
+def _compile(nodes, output) -> Plan:
+    # the output's ancestors, by one reverse pass (insertion order is topological);
+    # node._k marks them, then holds their slot
+    mark = object()
+    output._k = mark
+    order = []
+    for node in reversed(nodes):
+        if node._k is mark:
+            order.append(node)
+            b = node._b
+            if b is not None:
+                if b is MANY:
+                    for u in node._a:
+                        u._k = mark
+                    continue
+                b._k = mark
+            a = node._a
+            if a is not None:
+                a._k = mark
+    order.reverse()
+    kinds, gates, A, B, outs = [], [], [], [], []
+    inputs, leaf_slots, leaf_nodes = [], [], []
+    builtin = BUILTIN
+    for k, node in enumerate(order):
+        node._k = k
+        kind = node._kind
+        if kind == "gate":
+            gate, b = node._gate, node._b
+            if gate.__class__ is type:
+                gate = node._gate = gate()
+                gate._ge_node = node
+            if b is MANY or type(gate) not in builtin:
+                kinds.append(0)
+                A.append(tuple([u._k for u in node._args]))
+                B.append(None)
+            elif b is None:
+                kinds.append(1)
+                A.append(node._a._k)
+                B.append(None)
+            else:
+                kinds.append(2)
+                A.append(node._a._k)
+                B.append(b._k)
+            gates.append(gate)
+            outs.append(k)
+        elif kind == "input":
+            inputs.append((k, node.name))
         else:
-            steps.append((CHECKED, gate.forward, gate.backward, ins, None, k))
-    outside = tuple(v for v in dag if v not in slot)
-    return Plan(order, slot, tuple(steps), tuple(gates), tuple(inputs), tuple(stored),
-                slot[output], outside)
+            leaf_slots.append(k)
+            leaf_nodes.append(node)
+    outside = () if len(order) == len(nodes) else \
+        tuple(node.name for node in nodes if not _in(node, order))
+    return Plan([node.name for node in order], kinds, gates, A, B, outs, tuple(inputs),
+                leaf_slots, leaf_nodes, output._k, outside)
+
+
+def _in(node, order) -> bool:
+    k = node._k
+    return k.__class__ is int and k < len(order) and order[k] is node

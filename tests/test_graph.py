@@ -465,3 +465,127 @@ def sum_c_grad():
 def test_package_exports():
     assert ge.ComputationalGraph is ComputationalGraph and ge.GraphError is GraphError
     assert issubclass(GraphError, ValueError)
+
+
+# ---------------------------------------------------------------- issue 12: never silently wrong
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")      # np.matrix itself
+def test_numpy_matrices_become_plain_arrays_everywhere():
+    m = np.asmatrix([[1.0, 2.0], [3.0, 4.0]])
+    g = ComputationalGraph()
+    x = g.input("x")
+    w = g.parameter("w", m)
+    c = g.constant(m, name="c")
+    out = g.sum(x * x + w * w + c * c + x * m)
+    elementwise = 2 * np.array([[1.0, 4.0], [9.0, 16.0]]) + np.array([[1.0, 4.0], [9.0, 16.0]]) \
+        + np.array([[1.0, 4.0], [9.0, 16.0]])
+    assert g.forward(x=m) == elementwise.sum()
+    for node in (x, w, c, out.inputs[0]):
+        assert type(node.value) is np.ndarray
+    w.value = m
+    assert type(w.value) is np.ndarray
+    grads = g.backward()
+    np.testing.assert_array_equal(grads["x"], 3 * np.asarray(m))     # d/dx (x * x + x * m)
+    assert type(grads["w"]) is np.ndarray
+
+
+def test_a_gate_used_by_two_graphs_is_copied_for_the_second():
+    gate = MultiplyGate()
+    g, h = ComputationalGraph(), ComputationalGraph()
+    ga, gb = g.input("a"), g.input("b")
+    g.apply(gate, ga, gb)
+    p = h.apply(gate, h.input("a"), h.input("b"))
+    assert p.gate is not gate and type(p.gate) is MultiplyGate
+    g.forward(a=1.0, b=2.0)
+    h.forward(a=10.0, b=20.0)                  # once overwrote the state g's backward needs
+    assert g.backward() == {"a": 2.0, "b": 1.0, "mul_2": 1.0}
+    assert h.backward() == {"a": 20.0, "b": 10.0, "mul_2": 1.0}
+    with pytest.raises(GraphError, match=r"already used by another node \('mul_2'\)"):
+        g.apply(gate, ga, 3.0)
+    assert len(g) == 3
+
+
+def _aliasing_case(op, fan_out):
+    """One `op` gate on array leaves (its largest case in the gate table): alone (a
+    gradient handed on arrives first), or with every input and the output used twice
+    (gradients are summed)."""
+    from test_gates import ROWS, sample
+
+    cases = [p.values for p in ROWS if getattr(p.values[0](), "op", None) == op]
+    make, samplers, _, _, diff = max(
+        cases, key=lambda c: sum(np.ndim(x) for x in sample(c[1])))
+    g = ComputationalGraph()
+    ins = tuple(g.parameter(f"in{k}", x) if diff is None or k in diff
+                else g.constant(x, name=f"in{k}")
+                for k, x in enumerate(sample(samplers)))
+    node = g.apply(make(), *ins, name="node")
+    total = g.sum(node)
+    if fan_out:
+        total = g.add(total, g.sum(g.mul(node, 1.0)))
+        for v in ins:
+            total = g.add(total, g.sum(g.neg(v)))
+    g.set_output(total)
+    return g
+
+
+@pytest.mark.parametrize("fan_out", [False, True])
+@pytest.mark.parametrize("op", sorted(ge.GATES))
+def test_no_two_gradients_share_an_array(op, fan_out):
+    g = _aliasing_case(op, fan_out)
+    g.forward()
+    seed = 1.0
+    grads = g.backward(seed)
+    arrays = [(k, v) for k, v in grads.items() if isinstance(v, np.ndarray)]
+    assert arrays or op == "seed"           # the seed gate takes only a scalar
+    for i, (k1, v1) in enumerate(arrays):
+        for k2, v2 in arrays[i + 1:]:
+            assert not np.shares_memory(v1, v2), f"{op}: grads[{k1!r}] shares memory with {k2!r}"
+    before = {k: np.array(v, copy=True) for k, v in arrays}
+    for k, v in arrays:                               # mutating one touches no other
+        others = {k2: v2.copy() for k2, v2 in arrays if k2 != k}
+        v *= 10.0
+        for k2, v2 in others.items():
+            np.testing.assert_array_equal(grads[k2], v2)
+    again = g.backward(seed)
+    for k, v in before.items():
+        np.testing.assert_array_equal(again[k], v)    # a later result is untouched too
+
+
+def test_the_seed_and_a_users_in_place_backward_stay_apart():
+    class InPlace(Gate):
+        def forward(self, x, y):
+            return x + y
+
+        def backward(self, upstream):
+            upstream *= 3.0                   # writes into the array it was handed
+            return upstream, upstream
+
+    g = ComputationalGraph()
+    x, y = g.input("x"), g.input("y")
+    s = g.apply(InPlace(), x, y, name="s")
+    out = g.add(s, y, name="out")
+    seed = np.ones(2)
+    g.forward(x=np.zeros(2), y=np.zeros(2))
+    grads = g.backward(seed)
+    np.testing.assert_array_equal(seed, [1.0, 1.0])
+    np.testing.assert_array_equal(grads["out"], [1.0, 1.0])
+    np.testing.assert_array_equal(grads["s"], [1.0, 1.0])
+    np.testing.assert_array_equal(grads["x"], [3.0, 3.0])
+    np.testing.assert_array_equal(grads["y"], [4.0, 4.0])
+    assert not np.shares_memory(grads["x"], grads["y"]) and out.grad is grads["out"]
+
+
+def test_unused_leaves_get_zeros_of_their_own_shape():
+    g = ComputationalGraph()
+    x = g.input("x")
+    g.input("y"), g.parameter("w", np.ones((2, 3))), g.constant(np.ones(4), name="c")
+    never = g.input("never")
+    g.set_output(g.sigmoid(x, name="s"))
+    g.forward(x=0.0, y=np.ones((5, 2)))
+    grads = g.backward()
+    assert grads["s"] == 1.0 and grads["x"] == 0.25
+    for name, shape in (("y", (5, 2)), ("w", (2, 3)), ("c", (4,))):
+        assert isinstance(grads[name], np.ndarray) and grads[name].shape == shape
+        assert not grads[name].any()
+        assert g[name].grad.shape == shape
+    assert grads["never"] == 0.0 and never.grad == 0.0     # never fed: no shape to know

@@ -91,3 +91,33 @@ def test_feeding_by_node_falls_back_to_the_validating_path():
     assert g.forward(by_node) == g.forward(feed)
     assert g.forward(x=[[0.0, 1.0, 2.0]], y=np.ones(2)) == g.forward(
         {"x": np.array([[0.0, 1.0, 2.0]]), "y": np.ones(2)})
+
+
+def test_pruned_backward_to_gates_whose_inputs_are_not_wanted():
+    # x @ w and tanh(w) both feed the loss; asking for the two gates once crashed
+    # with "float + NoneType" (matmul's pruned step handed w a None)
+    g = ComputationalGraph()
+    x = g.input("x")
+    w = g.parameter("w", np.array([[0.5, -1.0], [2.0, 0.25]]))
+    mm, th = g.matmul(x, w, name="mm"), g.tanh(w, name="th")
+    g.mse(mm, th, name="loss")
+    g.forward(x=np.array([[1.0, 2.0], [3.0, -1.0]]))
+    full = g.backward()
+    plan = g.plan()
+    for wrt in (("mm", "th"), ("th", "mm"), ("mm",), ("th",), ("mm", "w"), ("w",)):
+        slots = tuple(plan.slot[n] for n in wrt)
+        grads = plan.backward(g.run.values, 1.0, slots)
+        for name in wrt:
+            np.testing.assert_allclose(grads[plan.slot[name]], full[name], rtol=1e-14)
+    kinds = [kind for kind, *_ in plan.pruned((plan.slot["mm"], plan.slot["th"]))]
+    assert len(kinds) == 1                        # only the loss's step is needed
+
+
+def test_plan_steps_and_gates_describe_the_same_program():
+    g, _ = network()
+    plan = g.plan()
+    assert len(plan.steps) == len(plan.gates) == sum(n.kind == "gate" for n in g)
+    for (kind, gate, a, b, out), (gate2, ins, out2) in zip(plan.steps, plan.gates, strict=True):
+        assert gate is gate2 and out == out2 and plan.names[out] == gate._ge_node.name
+        assert ins == ((a,) if kind == UNARY else (a, b) if kind == BINARY else a)
+        assert tuple(plan.slot[u.name] for u in g[plan.names[out]].inputs) == ins
