@@ -64,7 +64,22 @@ def check_both(g, feed, rtol=1e-10, atol=1e-12):
     model = export.to_onnx(g, feed)
     onnx.checker.check_model(model, full_check=True)
     np.testing.assert_allclose(run_onnx(model, feed), out, rtol=rtol, atol=atol)
+    # and back: from_onnx reads it into gates with the same values and gradients
+    h, back = read_back(model, feed, r)
+    np.testing.assert_allclose(h.run.values_for(h.plan())[h.plan().out], out, rtol=rtol,
+                               atol=atol)
+    for name in back:
+        if name in grads:
+            np.testing.assert_allclose(back[name], grads[name], rtol=rtol, atol=atol,
+                                       err_msg=f"{name} after from_onnx")
     return out, model
+
+
+def read_back(model, feed, r):
+    """from_onnx of ``model``, run forward and backward (seeded with ``r``)."""
+    h = ComputationalGraph.from_onnx(model.SerializeToString())
+    h.forward({k: v for k, v in feed.items() if k in h})
+    return h, h.backward(r)
 
 
 # ---------------------------------------------------------------- gate by gate
@@ -199,6 +214,17 @@ def test_gradient_graphs_export_and_torch_differentiates_them_to_the_hessian(mak
         model = export.to_onnx(h, feed)
         onnx.checker.check_model(model, full_check=True)
         np.testing.assert_allclose(run_onnx(model, feed), want, rtol=1e-10, atol=1e-13)
+        # read back by from_onnx: the same gradient, and its own gradients are the
+        # Hessian's rows again
+        k, back = read_back(model, feed, r)
+        np.testing.assert_allclose(k.run.values_for(k.plan())[k.plan().out], want,
+                                   rtol=1e-10, atol=1e-13)
+        for b in names:
+            row = hessian[a, b]
+            expect = row if r is None else np.tensordot(r, row, axes=np.ndim(r))
+            np.testing.assert_allclose(back.get(b, np.zeros(np.shape(row)[np.ndim(r):])),
+                                       expect, rtol=1e-9, atol=1e-12,
+                                       err_msg=f"d2/d{a} d{b} after from_onnx")
 
 
 def test_the_mlp_gradient_graph_takes_int64_labels_in_onnx():
@@ -225,6 +251,9 @@ def check_random_gradient_graphs(g, feed):
         model = export.to_onnx(h, feed)
         np.testing.assert_allclose(run_onnx(model, feed), want, rtol=1e-9, atol=1e-12,
                                    err_msg=name)
+        k, _ = read_back(model, feed, seed_for(want))
+        np.testing.assert_allclose(k.run.values_for(k.plan())[k.plan().out], want,
+                                   rtol=1e-9, atol=1e-12, err_msg=f"{name} after from_onnx")
 
 
 SETTINGS = dict(derandomize=True, database=None, deadline=None,

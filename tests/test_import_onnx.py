@@ -165,9 +165,26 @@ def external_data():
 
 
 HOSTILE = {
-    "unsupported op": (lambda: model_of([h.make_node("Softmax", ["x"], ["y"])],
+    "unsupported op": (lambda: model_of([h.make_node("Sin", ["x"], ["y"])],
                                         [("x", T.DOUBLE, [2])], "y"),
-                       "unsupported operator Softmax"),
+                       "unsupported operator Sin"),
+    "softmax not on the last axis": (
+        lambda: model_of([h.make_node("Softmax", ["x"], ["y"], axis=0)],
+                         [("x", T.DOUBLE, [2, 3])], "y", shape=[2, 3]),
+        "Softmax over axis 0 is not supported"),
+    "one-hot of other values": (
+        lambda: model_of([h.make_node("Constant", [], ["d"], value=h.make_tensor(
+                              "d", T.INT64, [], [3])),
+                          h.make_node("Constant", [], ["v"], value=h.make_tensor(
+                              "v", T.INT64, [2], [1, 0])),
+                          h.make_node("OneHot", ["x", "d", "v"], ["y"])],
+                         [("x", T.INT64, [2])], "y", shape=[2, 3], elem=T.INT64),
+        "only OneHot on the last axis with values"),
+    "a comparison read as a number": (
+        lambda: model_of([h.make_node("Greater", ["x", "x"], ["c"]),
+                          h.make_node("Add", ["c", "c"], ["y"])],
+                         [("x", T.DOUBLE, [2])], "y"),
+        "not valid ONNX|holds booleans"),
     "custom domain": (lambda: model_of([h.make_node("Run", ["x"], ["y"], domain="evil.ops")],
                                        [("x", T.DOUBLE, [2])], "y"),
                       "unsupported operator Run of domain 'evil.ops'"),
@@ -179,7 +196,7 @@ HOSTILE = {
     "external data": (external_data, "external file, which is never read"),
     "old opset": (lambda: model_of([h.make_node("Relu", ["x"], ["y"])],
                                    [("x", T.DOUBLE, [2])], "y", opset=11), "opset is 11"),
-    "keepdims": (lambda: model_of([h.make_node("ReduceSum", ["x"], ["y"])],
+    "keepdims": (lambda: model_of([h.make_node("ReduceMean", ["x"], ["y"])],
                                   [("x", T.DOUBLE, [2])], "y", shape=[1]), "keepdims=1"),
     "undefined input": (lambda: model_of([h.make_node("Relu", ["nope"], ["y"])],
                                          [("x", T.DOUBLE, [2])], "y"), "not valid ONNX"),
