@@ -271,3 +271,18 @@ def test_random_gradient_graphs_export_to_torch_and_onnx(case):
 @given(random_dags())
 def test_many_random_gradient_graphs_export_to_torch_and_onnx(case):
     check_random_gradient_graphs(*case)
+
+
+@pytest.mark.parametrize("make, a, b", [(net_221, "W1", "x"), (small_mlp, "W1", "b1"),
+                                        (small_mlp, "x", "W2")])
+def test_gradient_graphs_of_gradient_graphs_export_and_read_back(make, a, b):
+    # their backward gates (sum_to's broadcast_to, spread's sum, matmul_grad_b, ...)
+    g, feed = make()
+    h = ge.grad(g, a)
+    h.set_output(h.sum(h[f"d{a}"]))
+    k = ge.grad(h, b)
+    out, _ = check_both(k, feed, rtol=1e-9, atol=1e-12)
+    row = ge.hessian(g, wrt=[a, b], feed=feed)[a, b]        # a.shape + b.shape
+    ndim_a = np.ndim(feed[a] if a in feed else g[a].value)
+    np.testing.assert_allclose(out, row.sum(axis=tuple(range(ndim_a))), rtol=1e-9,
+                               atol=1e-12)
