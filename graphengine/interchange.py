@@ -517,7 +517,9 @@ def _onnx_table():
         if c.op == "Greater":
             return up
         down = b.g.op("step", b.g.sub(y, x, name=b.aux("y-x")), name=b.aux("x<y"))
-        return b.g.sub(b.g.sub(1.0, up, name=b.aux("x>=y")), down, name=b.out)
+        # the 1 is named: an unnamed constant's automatic name could be an ONNX tensor's
+        one = b.g.constant(1.0, name=b.aux("one"))
+        return b.g.sub(b.g.sub(one, up, name=b.aux("x>=y")), down, name=b.out)
 
     def reshape(b, x, shape):
         if list(b.static(shape)) != [-1]:

@@ -286,3 +286,15 @@ def test_gradient_graphs_of_gradient_graphs_export_and_read_back(make, a, b):
     ndim_a = np.ndim(feed[a] if a in feed else g[a].value)
     np.testing.assert_allclose(out, row.sum(axis=tuple(range(ndim_a))), rtol=1e-9,
                                atol=1e-12)
+
+
+def test_reading_masks_back_adds_no_constant_under_a_name_the_model_uses():
+    # the importer's own constants are named after the ONNX node; an automatic name
+    # (const_<n>) could be an initializer's that a later operator reads
+    g = ComputationalGraph()
+    x, y = g.input("x"), g.input("y")
+    out = g.op("max_mask", x, y)
+    for k in range(12):
+        out = g.add(out, g.mul(g.constant(float(k + 2), name=f"const_{k}"), x))
+    g.set_output(out)
+    check_both(g, {"x": np.array([1.0, 2.0, 3.0]), "y": np.array([1.0, 0.0, 4.0])})
