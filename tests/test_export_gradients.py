@@ -261,7 +261,7 @@ SETTINGS = dict(derandomize=True, database=None, deadline=None,
 
 
 @settings(max_examples=30, **SETTINGS)
-@given(random_dags(max_gates=25))
+@given(random_dags())
 def test_random_gradient_graphs_export_to_torch_and_onnx(case):
     check_random_gradient_graphs(*case)
 
