@@ -649,7 +649,10 @@ def _onnx_table():
             y = b.constant(y)
         else:
             b.fail(f"indices {labels!r} must be integers")
-        if len(b.shape(b.out)) != 2 or b.shape(b.out)[1] != int(np.ravel(b.static(depth))[0]):
+        depth = np.ravel(b.static(depth))
+        if depth.size != 1:
+            b.fail(f"OneHot's depth must be one number, got {depth.size}")
+        if len(b.shape(b.out)) != 2 or b.shape(b.out)[1] != depth[0]:
             b.fail("only one-dimensional indices are supported")
         return b.g.op("one_hot", y, b.zeros(b.out), name=b.out)
 
@@ -808,8 +811,15 @@ def _static_shapes(model) -> dict:
     reads the model's declared shapes and constants; it runs no operator."""
     import onnx
 
+    # from the declared inputs and the operators only: a file's own claims about the
+    # other tensors (value_info, the output's shape) are left out, so they cannot lie
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for v in bare.graph.output:
+        v.type.tensor_type.ClearField("shape")
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=False)
     except Exception:            # a model inference cannot follow: no shapes known
         return {}
     shapes = {}

@@ -298,3 +298,24 @@ def test_reading_masks_back_adds_no_constant_under_a_name_the_model_uses():
         out = g.add(out, g.mul(g.constant(float(k + 2), name=f"const_{k}"), x))
     g.set_output(out)
     check_both(g, {"x": np.array([1.0, 2.0, 3.0]), "y": np.array([1.0, 0.0, 4.0])})
+
+
+def test_damaged_gradient_graph_models_are_graph_errors_or_graphs():
+    # the operators of backward passes, read back, meet random damage as the others do
+    g, feed = small_mlp()
+    h = ge.grad(g, "W1")
+    h.set_output(h.sum(h["dW1"]))
+    k = ge.grad(h, "x")                  # every kind of operator the exporter writes
+    data = export.to_onnx(k, feed).SerializeToString()
+    fuzz = np.random.default_rng(1)
+    outcomes = {"graph": 0, "error": 0}
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(fuzz.integers(1, 4)):
+            damaged[fuzz.integers(len(damaged))] = fuzz.integers(256)
+        try:
+            ComputationalGraph.from_onnx(bytes(damaged))
+            outcomes["graph"] += 1
+        except ge.GraphError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 50 and outcomes["graph"] > 10, outcomes

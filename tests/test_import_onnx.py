@@ -180,6 +180,20 @@ HOSTILE = {
                           h.make_node("OneHot", ["x", "d", "v"], ["y"])],
                          [("x", T.INT64, [2])], "y", shape=[2, 3], elem=T.INT64),
         "only OneHot on the last axis with values"),
+    "one-hot without a depth": (
+        lambda: model_of([h.make_node("Constant", [], ["d"], value=h.make_tensor(
+                              "d", T.INT64, [0], [])),
+                          h.make_node("Constant", [], ["v"], value=h.make_tensor(
+                              "v", T.INT64, [2], [0, 1])),
+                          h.make_node("OneHot", ["x", "d", "v"], ["y"])],
+                         [("x", T.INT64, [2])], "y", shape=[2, 3], elem=T.INT64),
+        "depth must be one number"),
+    "huge Expand": (
+        lambda: model_of([h.make_node("Constant", [], ["s"], value=h.make_tensor(
+                              "s", T.INT64, [2], [2 ** 20, 2 ** 20])),
+                          h.make_node("Expand", ["x", "s"], ["y"])],
+                         [("x", T.DOUBLE, [1])], "y", shape=[2 ** 20, 2 ** 20]),
+        f"the limit is {MAX_ELEMENTS}"),
     "a comparison read as a number": (
         lambda: model_of([h.make_node("Greater", ["x", "x"], ["c"]),
                           h.make_node("Add", ["c", "c"], ["y"])],
@@ -201,6 +215,18 @@ HOSTILE = {
     "undefined input": (lambda: model_of([h.make_node("Relu", ["nope"], ["y"])],
                                          [("x", T.DOUBLE, [2])], "y"), "not valid ONNX"),
 }
+
+
+def test_shapes_come_from_the_inputs_and_operators_not_the_files_claims():
+    # the output claims (5,), value_info claims (7,): Expand of a (1,) to [3] is (3,)
+    m = model_of([h.make_node("Constant", [], ["s"], value=h.make_tensor(
+                      "s", T.INT64, [1], [3])),
+                  h.make_node("Expand", ["x", "s"], ["e"]), h.make_node("Neg", ["e"], ["y"])],
+                 [("x", T.DOUBLE, [1])], "y", shape=[5])
+    m.graph.value_info.append(h.make_tensor_value_info("e", T.DOUBLE, [7]))
+    g = ComputationalGraph.from_onnx(m)
+    assert g.forward(x=np.array([2.0])).tolist() == [-2.0, -2.0, -2.0]
+    assert g["e"].gate.op == "broadcast_to" and g["e:shape"].value.shape == (3,)
 
 
 @pytest.mark.parametrize("name", HOSTILE)
