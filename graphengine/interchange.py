@@ -806,6 +806,55 @@ _SUPPORTED = set(ONNX_OPS.split(", "))
 _SHAPED = {"Expand", "OneHot", "ReduceSum", "Unsqueeze", "Softmax"}
 
 
+def _sigmoid_grads(graph):
+    """The operators of ``sigmoid_grad`` as to_onnx writes them, e / ((e + 1)(e + 1))
+    with e = Exp(Neg(Abs(x))) and nothing else reading the steps: the Div's output ->
+    x, and the steps' outputs (read back as the one stable gate, not seven)."""
+    from collections import Counter
+
+    from onnx import numpy_helper
+
+    producer = {o: n for n in graph.node for o in n.output}
+    uses = Counter(i for n in graph.node for i in n.input)
+    uses.update(v.name for v in graph.output)
+
+    def made_by(name, op):
+        n = producer.get(name)
+        ok = n is not None and n.op_type == op and n.domain in ("", "ai.onnx") and \
+            len(n.input) == (0 if op == "Constant" else 1 if op in ("Abs", "Neg", "Exp") else 2)
+        return n if ok else None
+
+    def is_one(name):
+        n = made_by(name, "Constant")
+        if n is None or [a.name for a in n.attribute] != ["value"]:
+            return False
+        try:
+            v = numpy_helper.to_array(n.attribute[0].t)
+        except Exception:
+            return False
+        return v.size == 1 and v.dtype.kind == "f" and float(v.reshape(())) == 1.0
+
+    fused, inside = {}, set()
+    for n in graph.node:
+        if n.op_type != "Div" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
+            continue
+        e, m = n.input
+        exp, mul = made_by(e, "Exp"), made_by(m, "Mul")
+        if exp is None or mul is None or mul.input[0] != mul.input[1]:
+            continue
+        neg = made_by(exp.input[0], "Neg")
+        absx = neg and made_by(neg.input[0], "Abs")
+        add = made_by(mul.input[0], "Add")
+        if not absx or add is None or e not in add.input or \
+                not is_one(add.input[1] if add.input[0] == e else add.input[0]):
+            continue
+        steps = {absx.output[0]: 1, neg.output[0]: 1, e: 2, add.output[0]: 2, m: 1}
+        if all(uses[k] == count for k, count in steps.items()):
+            fused[n.output[0]] = absx.input[0]
+            inside.update(steps)
+    return fused, inside
+
+
 def _static_shapes(model) -> dict:
     """Tensor name -> shape, where ONNX shape inference finds every dimension. It
     reads the model's declared shapes and constants; it runs no operator."""
@@ -870,9 +919,15 @@ def from_onnx(model) -> ComputationalGraph:
             if v.type.tensor_type.elem_type in INTS else node
     table = _onnx_table()
     shapes = _static_shapes(model) if any(n.op_type in _SHAPED for n in graph.node) else {}
+    fused, inside = _sigmoid_grads(graph)
     for n in graph.node:
         b = _OnnxBuilder(g, opset, n)
         b.env, b.shapes = env, shapes
+        if n.output and n.output[0] in inside:
+            continue                   # a step of a sigmoid_grad, built as one gate below
+        if n.output and n.output[0] in fused:
+            env[b.out] = g.op("sigmoid_grad", b.tensor(fused[b.out]), name=b.out)
+            continue
         if n.op_type == "Constant":
             attrs = b.attrs()
             if "value" not in attrs:

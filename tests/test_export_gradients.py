@@ -319,3 +319,19 @@ def test_damaged_gradient_graph_models_are_graph_errors_or_graphs():
         except ge.GraphError:
             outcomes["error"] += 1
     assert outcomes["error"] > 50 and outcomes["graph"] > 10, outcomes
+
+
+def test_sigmoid_grad_reads_back_as_its_gate_unless_its_steps_are_read_elsewhere():
+    g, feed = _gate("sigmoid_grad", (3,), values=[[-800.0, 0.0, 2.0]])()
+    want = g.forward(feed)
+    model = export.to_onnx(g, feed)
+    h = ComputationalGraph.from_onnx(model)
+    assert [n.gate.op for n in h.nodes("gate")] == ["sigmoid_grad"]
+    assert h.forward(feed).tolist() == want.tolist()
+    # another operator reads e^-|x|: the steps stay separate gates, the values the same
+    exp = next(n.output[0] for n in model.graph.node if n.op_type == "Exp")
+    model.graph.node.append(onnx.helper.make_node("Add", ["out", exp], ["both"]))
+    model.graph.output[0].name = "both"
+    h = ComputationalGraph.from_onnx(model)
+    assert "sigmoid_grad" not in {n.gate.op for n in h.nodes("gate")}
+    np.testing.assert_allclose(h.forward(feed), want + np.exp(-np.abs(feed["x0"])), rtol=1e-15)
