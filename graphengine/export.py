@@ -85,6 +85,74 @@ def _reduce_torch(method):
     return rule
 
 
+def _sum_to_torch(u, shape):
+    # numpy's broadcasting undone: leading axes and size-1 axes summed, as the gate does
+    if tuple(u.shape) != tuple(shape):
+        u = u.sum_to_size(tuple(shape))
+        if u.ndim != len(shape):
+            u = u.reshape(tuple(shape))
+    return u
+
+
+def _spread_torch(gate, u, x):
+    shape = tuple(x.shape)
+    if gate.axis is not None:
+        axes = np.atleast_1d(gate.axis)
+        for a in sorted(int(a) % (u.ndim + len(axes)) for a in axes):
+            u = u.unsqueeze(a)
+    out = u.broadcast_to(shape)
+    if not gate.mean:
+        return out
+    n = float(np.prod(shape) if gate.axis is None
+              else np.prod([shape[a] for a in np.atleast_1d(gate.axis)]))
+    return out / n
+
+
+def _sigmoid_grad_torch(gate, x):
+    e = (-x.abs()).exp()                      # e^-|x| / (1 + e^-|x|)^2: stable at any x
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+def _max_mask_torch(gate, x, y):
+    return (x > y).to(x.dtype) + 0.5 * (x == y).to(x.dtype)
+
+
+def _one_hot_torch(gate, labels, logits):
+    from torch.nn.functional import one_hot
+
+    idx = labels.reshape(-1).long()
+    return one_hot(idx, logits.shape[-1]).to(logits.dtype).reshape(logits.shape)
+
+
+def _matmul_parts(a, b, u):
+    # numpy's matmul of vectors, as matrices: a (k,) is (1, k), b (k,) is (k, 1), and
+    # the upstream u gets the axes the product dropped
+    a2 = a.unsqueeze(0) if a.ndim == 1 else a
+    b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+    u2 = u.unsqueeze(-1).unsqueeze(-1) if a.ndim == 1 and b.ndim == 1 else \
+        u.unsqueeze(-2) if a.ndim == 1 else u.unsqueeze(-1) if b.ndim == 1 else u
+    return a2, b2, u2
+
+
+def _matmul_grad_a_torch(gate, u, b, a):
+    a2, b2, u2 = _matmul_parts(a, b, u)
+    return _sum_to_torch(u2.matmul(b2.transpose(-1, -2)), a2.shape).reshape(a.shape)
+
+
+def _matmul_grad_b_torch(gate, a, u, b):
+    a2, b2, u2 = _matmul_parts(a, b, u)
+    return _sum_to_torch(a2.transpose(-1, -2).matmul(u2), b2.shape).reshape(b.shape)
+
+
+def _seed_torch(gate, x):
+    import torch
+
+    if x.ndim:
+        raise GraphError(f"seed: a gradient graph needs a scalar output, got shape "
+                         f"{tuple(x.shape)}")
+    return torch.ones_like(x)
+
+
 # gate name -> rule(gate, *tensors) -> tensor; every built-in gate has one row
 TORCH = {
     "add": lambda gate, x, y: x + y,
@@ -106,6 +174,19 @@ TORCH = {
     "mean": _reduce_torch("mean"),
     "mse": lambda gate, pred, target: ((pred - target) ** 2).mean(),
     "softmax_cross_entropy": _cross_entropy_torch,
+    # the gates of backward passes (ge.grad), so gradient graphs export too
+    "sum_to": lambda gate, u, x: _sum_to_torch(u, x.shape),
+    "broadcast_to": lambda gate, a, x: a.broadcast_to(x.shape),
+    "spread": _spread_torch,
+    "rowsum": lambda gate, x: x.sum(dim=-1, keepdim=True),
+    "step": lambda gate, x: (x > 0).to(x.dtype),
+    "max_mask": _max_mask_torch,
+    "sigmoid_grad": _sigmoid_grad_torch,
+    "softmax": lambda gate, x: x.softmax(dim=-1),
+    "one_hot": _one_hot_torch,
+    "matmul_grad_a": _matmul_grad_a_torch,
+    "matmul_grad_b": _matmul_grad_b_torch,
+    "seed": _seed_torch,
 }
 
 _MODULE_CLASS = None
@@ -362,6 +443,135 @@ def _simple(op):
     return lambda b, gate, *names_out: b.node(op, list(names_out[:-1]), names_out[-1])
 
 
+# ---- the gates of backward passes: shapes are static in an exported model, so the
+# rules read them from the values (b.values) and spell them as constants
+
+def _shape_of(b, name) -> tuple:
+    return tuple(np.shape(b.values[name]))
+
+
+def _sum_to_onnx(b, x, frm: tuple, to: tuple, out=None):
+    """``x`` of shape ``frm`` summed down to ``to``, as the gate does: ReduceSum
+    (keepdims=0) over the leading axes, then ReduceSum (keepdims=1) over the axes
+    broadcast from length 1."""
+    frm, to = tuple(frm), tuple(to)
+    if frm == to:
+        return b.node("Identity", [x], out)
+    lead = len(frm) - len(to)
+    ones = [i for i, n in enumerate(to) if n == 1 and frm[lead + i] != 1]
+    if lead:
+        x = b.node("ReduceSum", [x, b.const(list(range(lead)), int64=True)],
+                   None if ones else out, keepdims=0)
+    if ones:
+        x = b.node("ReduceSum", [x, b.const(ones, int64=True)], out, keepdims=1)
+    return x
+
+
+def _expand_onnx(b, x, frm: tuple, to: tuple, out=None):
+    if tuple(frm) == tuple(to):
+        return b.node("Identity", [x], out)
+    return b.node("Expand", [x, b.const(list(to), int64=True)], out)
+
+
+def _spread_onnx(b, gate, u, x, out):
+    shape, ushape = _shape_of(b, x), _shape_of(b, u)
+    if gate.axis is not None:
+        axes = np.atleast_1d(gate.axis)
+        rank = len(ushape) + len(axes)
+        axes = sorted(int(a) % rank for a in axes)
+        u = b.node("Unsqueeze", [u, b.const(axes, int64=True)])
+        ushape = tuple(np.expand_dims(np.empty(ushape), axes).shape)
+    if not gate.mean:
+        return _expand_onnx(b, u, ushape, shape, out)
+    n = float(np.prod(shape) if gate.axis is None
+              else np.prod([shape[a] for a in np.atleast_1d(gate.axis)]))
+    return b.node("Div", [_expand_onnx(b, u, ushape, shape), b.const(n)], out)
+
+
+def _step_onnx(b, gate, x, out):
+    return b.node("Cast", [b.node("Greater", [x, b.const(0.0)])], out, to=b.elem)
+
+
+def _max_mask_onnx(b, gate, x, y, out):
+    greater = b.node("Cast", [b.node("Greater", [x, y])], to=b.elem)
+    tie = b.node("Cast", [b.node("Equal", [x, y])], to=b.elem)
+    return b.node("Add", [greater, b.node("Mul", [tie, b.const(0.5)])], out)
+
+
+def _sigmoid_grad_onnx(b, gate, x, out):
+    e = b.node("Exp", [b.node("Neg", [b.node("Abs", [x])])])     # e^-|x|: stable
+    d = b.node("Add", [e, b.const(1.0)])
+    return b.node("Div", [e, b.node("Mul", [d, d])], out)
+
+
+def _one_hot_onnx(b, gate, labels, logits, out):
+    shape, ndim = _shape_of(b, logits), len(_shape_of(b, labels))
+    if labels not in b.int64_inputs:
+        labels = b.node("Cast", [labels], to=7)                   # 7: INT64
+    if ndim != 1:
+        labels = b.node("Reshape", [labels, b.const([-1], int64=True)])
+    # onnxruntime's OneHot makes integers for any index type; Cast to the float type
+    hot = b.node("OneHot", [labels, b.const(shape[-1], int64=True),
+                            b.const([0, 1], int64=True)], axis=-1)
+    if len(shape) == 1:
+        hot = b.node("Cast", [hot], to=b.elem)
+        return _sum_to_onnx(b, hot, (1, shape[0]), shape, out)
+    return b.node("Cast", [hot], out, to=b.elem)
+
+
+def _transpose_last(b, x, ndim):
+    return b.node("Transpose", [x], perm=[*range(ndim - 2), ndim - 1, ndim - 2])
+
+
+def _matmul_operands(b, a, bb, u):
+    """numpy's matmul of vectors as matrices: a (k,) is (1, k), b (k,) is (k, 1) and
+    the upstream u gets the axes the product dropped. Names and shapes."""
+    sa, sb, su = _shape_of(b, a), _shape_of(b, bb), _shape_of(b, u)
+    if len(sa) == 1:
+        a, sa = b.node("Unsqueeze", [a, b.const([0], int64=True)]), (1,) + sa
+        u = b.node("Unsqueeze", [u, b.const([len(su) - 1 if su else 0], int64=True)])
+        su = su[:-1] + (1,) + su[-1:]
+    if len(sb) == 1:
+        bb, sb = _column(b, bb, sb), sb + (1,)
+        u, su = _column(b, u, su), su + (1,)
+    return (a, sa), (bb, sb), (u, su)
+
+
+def _column(b, x, shape):
+    # a trailing axis of length 1: for a vector, as the transpose of a row
+    if len(shape) == 1:
+        return _transpose_last(b, b.node("Unsqueeze", [x, b.const([0], int64=True)]), 2)
+    return b.node("Unsqueeze", [x, b.const([len(shape)], int64=True)])
+
+
+def _matmul_shape(s1, s2):
+    return tuple(np.broadcast_shapes(s1[:-2], s2[:-2])) + (s1[-2], s2[-1])
+
+
+def _matmul_grad_a_onnx(b, gate, u, bb, a, out):
+    target = _shape_of(b, a)
+    if len(target) == 1 and len(_shape_of(b, bb)) == 1:        # u is a scalar: u * b
+        return b.node("Mul", [u, bb], out)
+    (_, _), (b2, sb), (u2, su) = _matmul_operands(b, a, bb, u)
+    prod = b.node("MatMul", [u2, _transpose_last(b, b2, len(sb))])
+    sp = _matmul_shape(su, sb[:-2] + (sb[-1], sb[-2]))
+    return _sum_to_onnx(b, prod, sp, target, out)
+
+
+def _matmul_grad_b_onnx(b, gate, a, u, bb, out):
+    target = _shape_of(b, bb)
+    if len(target) == 1 and len(_shape_of(b, a)) == 1:
+        return b.node("Mul", [u, a], out)
+    (a2, sa), (_, sb), (u2, su) = _matmul_operands(b, a, bb, u)
+    if len(target) == 1:                # b^T's gradient, (..., 1, k), summed to (k,)
+        prod = b.node("MatMul", [_transpose_last(b, u2, len(su)), a2])
+        sp = _matmul_shape(su[:-2] + (su[-1], su[-2]), sa)
+    else:
+        prod = b.node("MatMul", [_transpose_last(b, a2, len(sa)), u2])
+        sp = _matmul_shape(sa[:-2] + (sa[-1], sa[-2]), su)
+    return _sum_to_onnx(b, prod, sp, target, out)
+
+
 # gate name -> rule(builder, gate, *input names, out) -> output name
 ONNX = {
     "add": _simple("Add"),
@@ -385,17 +595,34 @@ ONNX = {
     "mean": _reduce_onnx("ReduceMean"),
     "mse": _mse_onnx,
     "softmax_cross_entropy": _cross_entropy_onnx,
+    # the gates of backward passes (ge.grad), so gradient graphs export too
+    "sum_to": lambda b, gate, u, x, out: _sum_to_onnx(b, u, _shape_of(b, u),
+                                                      _shape_of(b, x), out),
+    "broadcast_to": lambda b, gate, a, x, out: _expand_onnx(b, a, _shape_of(b, a),
+                                                            _shape_of(b, x), out),
+    "spread": _spread_onnx,
+    "rowsum": lambda b, gate, x, out: b.node(
+        "ReduceSum", [x, b.const([-1], int64=True)], out, keepdims=1),
+    "step": _step_onnx,
+    "max_mask": _max_mask_onnx,
+    "sigmoid_grad": _sigmoid_grad_onnx,
+    "softmax": lambda b, gate, x, out: b.node("Softmax", [x], out, axis=-1),
+    "one_hot": _one_hot_onnx,
+    "matmul_grad_a": _matmul_grad_a_onnx,
+    "matmul_grad_b": _matmul_grad_b_onnx,
+    "seed": lambda b, gate, x, out: b.const(1.0, name=out),     # d(x)/d(x), x a scalar
 }
 
 
 def _labels_only(g, names) -> set:
-    # leaves read only as the labels of a softmax cross-entropy: they hold class
-    # indices, so their dtype says nothing of the graph's (and inputs are int64 in ONNX)
+    # leaves read only as the labels of a softmax cross-entropy (or of the one_hot of
+    # its gradient graph): they hold class indices, so their dtype says nothing of the
+    # graph's (and inputs are int64 in ONNX)
     found = set()
     for name in names:
         uses = [(v, s) for _, v, s in g.dag.out_edges(name, data="slot")]
-        if uses and all(isinstance(g[v].gate, G.SoftmaxCrossEntropy) and s == 1
-                        for v, s in uses):
+        if uses and all(isinstance(g[v].gate, G.SoftmaxCrossEntropy) and s == 1 or
+                        isinstance(g[v].gate, G.OneHotGate) and s == 0 for v, s in uses):
             found.add(name)
     return found
 

@@ -359,10 +359,29 @@ class _Labels:
         self.node, self.what, self.role = node, what, role
 
 
+class _Unsqueezed:
+    """An Unsqueeze's output: the node with axes of length 1 inserted. Read as
+    ``broadcast_to`` when the axes lead, else as ``spread`` over them (to the
+    Unsqueeze's shape, or an Expand's), and as one sample's logits (axis 0) by
+    SoftmaxCrossEntropyLoss."""
+
+    def __init__(self, node, axes, name):
+        self.node, self.axes, self.name = node, axes, name
+
+
+class _Compare:
+    """A Greater or Equal: booleans, read once a Cast makes them numbers (as the
+    masks ``step`` and ``max_mask`` of gradient graphs are exported)."""
+
+    def __init__(self, op, x, y, name):
+        self.op, self.x, self.y, self.name = op, x, y, name
+
+
 class _OnnxBuilder:
     def __init__(self, g, opset, node):
         self.g, self.opset, self.node = g, opset, node
         self.env: dict = {}
+        self.shapes: dict = {}
 
     @property
     def out(self) -> str:
@@ -391,7 +410,30 @@ class _OnnxBuilder:
         if isinstance(v, _Labels):
             self.fail(f"input {name!r} ({v.what}) can only be the "
                       f"{v.role} of SoftmaxCrossEntropyLoss")
+        if isinstance(v, _Unsqueezed):     # axes of length 1 added: leading, or anywhere
+            node = self.g.op("broadcast_to", v.node, self.zeros(name), name=name) \
+                if v.axes == list(range(len(v.axes))) else \
+                self.g.op("spread", v.node, self.zeros(name), axis=tuple(v.axes), name=name)
+            self.env[name] = node
+            return node
+        if isinstance(v, _Compare):
+            self.fail(f"input {name!r} ({v.op}) holds booleans; only a Cast to a float "
+                      "type reads them")
         return v
+
+    def shape(self, name: str) -> tuple:
+        """The static shape of tensor ``name``, from ONNX shape inference."""
+        shape = self.shapes.get(name)
+        if shape is None:
+            self.fail(f"the shape of {name!r} is not known (it must be static here)")
+        return shape
+
+    def zeros(self, name: str) -> Node:
+        """A constant of zeros of the shape of ``name``: the shape-giving input of
+        ``sum_to``, ``broadcast_to``, ``spread`` and ``one_hot``."""
+        shape = self.shape(name)
+        _elements(shape, f"tensor {name!r}")
+        return self.g.constant(np.zeros(shape), name=f"{name}:shape")
 
     def constant(self, v: _Static) -> Node:
         # one engine constant per ONNX tensor, named as the tensor it came from
@@ -444,6 +486,8 @@ def _onnx_table():
     def cast(b, x):
         to = b.attrs().get("to")
         v = b.env.get(x)
+        if to in (1, 11) and isinstance(v, _Compare):
+            return mask(b, v)
         if to in (1, 11):                      # FLOAT, DOUBLE
             if isinstance(v, _Static):
                 return _Static(v.value.astype(np.float32 if to == 1 else np.float64), v.name)
@@ -460,6 +504,23 @@ def _onnx_table():
             return _Labels(b.tensor(x), "a Cast to integers")
         b.fail(f"a Cast to element type {to} is not supported")
 
+    def mask(b, c):
+        # x > y is step(x - y) (for floats, x - y > 0 exactly when x > y); x == y is
+        # 1 - step(x - y) - step(y - x); no derivative either way, as the gates
+        x = b.tensor(c.x)
+        zero = isinstance(b.env.get(c.y), _Static) and not np.any(b.env[c.y].value)
+        if c.op == "Greater" and zero:
+            return b.g.op("step", x, name=b.out)
+        y = b.tensor(c.y)
+        up = b.g.op("step", b.g.sub(x, y, name=b.aux("x-y")), name=b.aux("x>y")
+                    if c.op == "Equal" else b.out)
+        if c.op == "Greater":
+            return up
+        down = b.g.op("step", b.g.sub(y, x, name=b.aux("y-x")), name=b.aux("x<y"))
+        # the 1 is named: an unnamed constant's automatic name could be an ONNX tensor's
+        one = b.g.constant(1.0, name=b.aux("one"))
+        return b.g.sub(b.g.sub(one, up, name=b.aux("x>=y")), down, name=b.out)
+
     def reshape(b, x, shape):
         if list(b.static(shape)) != [-1]:
             b.fail("Reshape is supported only to [-1], for the labels of "
@@ -470,15 +531,36 @@ def _onnx_table():
 
     def unsqueeze(b, x, axes=None):
         axes = b.static(axes) if axes is not None else b.attrs().get("axes")
-        if axes is None or list(axes) != [0]:
-            b.fail("Unsqueeze is supported only on axis 0, for logits of one sample")
-        return _Labels(b.tensor(x), "an Unsqueeze", role="scores")
+        if axes is None or len(axes) == 0:
+            b.fail("Unsqueeze needs axes")
+        axes = [int(a) for a in np.ravel(axes)]
+        if any(a < 0 for a in axes):
+            rank = len(b.shape(b.out))
+            axes = [a % rank for a in axes]
+        return _Unsqueezed(b.tensor(x), sorted(axes), b.out)
+
+    def kept_sum(b, x, axes):
+        # a sum keeping its axes: rowsum over the last axis, else sum_to its shape
+        a = b.attrs()
+        if b.opset < 13:
+            axes = a.get("axes")
+        elif axes is not None and axes != "":
+            axes = b.static(axes)
+        if (axes is None or len(axes) == 0) and a.get("noop_with_empty_axes", 0):
+            return b.tensor(x)
+        if axes is not None and len(axes) == 1 and (
+                int(np.ravel(axes)[0]) == -1 or x in b.shapes and
+                int(np.ravel(axes)[0]) == len(b.shapes[x]) - 1):
+            return b.g.op("rowsum", b.tensor(x), name=b.out)
+        return b.g.op("sum_to", b.tensor(x), b.zeros(b.out), name=b.out)
 
     def reduce(op, attr_axes_before):
         def build(b, x, axes=None):
             a = b.attrs()
+            if a.get("keepdims", 1) != 0 and op == "sum":
+                return kept_sum(b, x, axes)
             if a.get("keepdims", 1) != 0:
-                b.fail("keepdims=1 is not supported (graphengine's sum and mean drop "
+                b.fail("keepdims=1 is not supported (graphengine's mean drops "
                        "the reduced axes)")
             if b.opset < attr_axes_before:
                 axes = a.get("axes")
@@ -529,7 +611,7 @@ def _onnx_table():
         if len(b.node.output) > 1 and b.node.output[1]:
             b.fail("the second output (log_prob) is not supported")
         s, y = b.env.get(scores), b.env.get(labels)
-        s = s.node if isinstance(s, _Labels) and s.role == "scores" else b.tensor(scores)
+        s = s.node if isinstance(s, _Unsqueezed) and s.axes == [0] else b.tensor(scores)
         if isinstance(y, _Labels) and y.role == "labels":
             y = y.node
         elif isinstance(y, _Static):
@@ -538,7 +620,48 @@ def _onnx_table():
             b.fail(f"labels {labels!r} must be integers")
         return b.g.softmax_cross_entropy(s, y, name=b.out)
 
+
+    def abs_(b, x):              # |x| = max(x, -x): derivative 0 at 0, as torch's
+        node = b.tensor(x)
+        return b.g.max(node, b.g.neg(node, name=b.aux("neg")), name=b.out)
+
+    def softmax(b, x):
+        axis = b.attrs().get("axis", -1)
+        if axis != -1 and (x not in b.shapes or axis != len(b.shapes[x]) - 1):
+            b.fail(f"Softmax over axis {axis} is not supported (only the last axis)")
+        return b.g.op("softmax", b.tensor(x), name=b.out)
+
+    def expand(b, x, shape):
+        b.static(shape)
+        v = b.env.get(x)
+        if isinstance(v, _Unsqueezed):       # copies along the new axes: spread
+            return b.g.op("spread", v.node, b.zeros(b.out), axis=tuple(v.axes), name=b.out)
+        return b.g.op("broadcast_to", b.tensor(x), b.zeros(b.out), name=b.out)
+
+    def one_hot(b, labels, depth, values):
+        a = b.attrs()
+        if a.get("axis", -1) not in (-1, 1) or list(np.ravel(b.static(values))) != [0, 1]:
+            b.fail("only OneHot on the last axis with values [0, 1] is supported")
+        y = b.env.get(labels)
+        if isinstance(y, _Labels) and y.role == "labels":
+            y = y.node
+        elif isinstance(y, _Static):
+            y = b.constant(y)
+        else:
+            b.fail(f"indices {labels!r} must be integers")
+        depth = np.ravel(b.static(depth))
+        if depth.size != 1:
+            b.fail(f"OneHot's depth must be one number, got {depth.size}")
+        if len(b.shape(b.out)) != 2 or b.shape(b.out)[1] != depth[0]:
+            b.fail("only one-dimensional indices are supported")
+        return b.g.op("one_hot", y, b.zeros(b.out), name=b.out)
+
+    def compare(op):
+        return lambda b, x, y: _Compare(op, x, y, b.out)
+
     return {
+        "Abs": abs_, "Softmax": softmax, "Expand": expand, "OneHot": one_hot,
+        "Greater": compare("Greater"), "Equal": compare("Equal"),
         "Add": simple("add"), "Sub": simple("sub"), "Mul": simple("mul"),
         "Div": simple("div"), "MatMul": simple("matmul"), "Max": max_, "Pow": pow_,
         "Neg": unary("neg"), "Exp": unary("exp"), "Log": unary("log"),
@@ -549,9 +672,10 @@ def _onnx_table():
     }
 
 
-ONNX_OPS = ("Add, Sub, Mul, Div, MatMul, Max, Pow, Neg, Exp, Log, Sigmoid, Tanh, Relu, "
-            "Identity, Cast, Reshape, Unsqueeze, ReduceSum, ReduceMean, Transpose, Gemm, "
-            "SoftmaxCrossEntropyLoss, Constant")
+ONNX_OPS = ("Add, Sub, Mul, Div, MatMul, Max, Pow, Neg, Abs, Exp, Log, Sigmoid, Tanh, "
+            "Relu, Softmax, Identity, Cast, Reshape, Unsqueeze, Expand, ReduceSum, "
+            "ReduceMean, Transpose, Gemm, SoftmaxCrossEntropyLoss, OneHot, Greater, Equal, "
+            "Constant")
 MIN_OPSET = 13
 FLOATS = {1: np.float32, 11: np.float64}
 INTS = {6: np.int32, 7: np.int64}
@@ -678,6 +802,82 @@ def _check(model):
 
 
 _SUPPORTED = set(ONNX_OPS.split(", "))
+# operators whose gates need static shapes (of a shape-giving input), from inference
+_SHAPED = {"Expand", "OneHot", "ReduceSum", "Unsqueeze", "Softmax"}
+
+
+def _sigmoid_grads(graph):
+    """The operators of ``sigmoid_grad`` as to_onnx writes them, e / ((e + 1)(e + 1))
+    with e = Exp(Neg(Abs(x))) and nothing else reading the steps: the Div's output ->
+    x, and the steps' outputs (read back as the one stable gate, not seven)."""
+    from collections import Counter
+
+    from onnx import numpy_helper
+
+    producer = {o: n for n in graph.node for o in n.output}
+    uses = Counter(i for n in graph.node for i in n.input)
+    uses.update(v.name for v in graph.output)
+
+    def made_by(name, op):
+        n = producer.get(name)
+        ok = n is not None and n.op_type == op and n.domain in ("", "ai.onnx") and \
+            len(n.input) == (0 if op == "Constant" else 1 if op in ("Abs", "Neg", "Exp") else 2)
+        return n if ok else None
+
+    def is_one(name):
+        n = made_by(name, "Constant")
+        if n is None or [a.name for a in n.attribute] != ["value"]:
+            return False
+        try:
+            v = numpy_helper.to_array(n.attribute[0].t)
+        except Exception:
+            return False
+        return v.size == 1 and v.dtype.kind == "f" and float(v.reshape(())) == 1.0
+
+    fused, inside = {}, set()
+    for n in graph.node:
+        if n.op_type != "Div" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
+            continue
+        e, m = n.input
+        exp, mul = made_by(e, "Exp"), made_by(m, "Mul")
+        if exp is None or mul is None or mul.input[0] != mul.input[1]:
+            continue
+        neg = made_by(exp.input[0], "Neg")
+        absx = neg and made_by(neg.input[0], "Abs")
+        add = made_by(mul.input[0], "Add")
+        if not absx or add is None or e not in add.input or \
+                not is_one(add.input[1] if add.input[0] == e else add.input[0]):
+            continue
+        steps = {absx.output[0]: 1, neg.output[0]: 1, e: 2, add.output[0]: 2, m: 1}
+        if all(uses[k] == count for k, count in steps.items()):
+            fused[n.output[0]] = absx.input[0]
+            inside.update(steps)
+    return fused, inside
+
+
+def _static_shapes(model) -> dict:
+    """Tensor name -> shape, where ONNX shape inference finds every dimension. It
+    reads the model's declared shapes and constants; it runs no operator."""
+    import onnx
+
+    # from the declared inputs and the operators only: a file's own claims about the
+    # other tensors (value_info, the output's shape) are left out, so they cannot lie
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    for v in bare.graph.output:
+        v.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=False)
+    except Exception:            # a model inference cannot follow: no shapes known
+        return {}
+    shapes = {}
+    for v in list(inferred.graph.input) + list(inferred.graph.value_info) + \
+            list(inferred.graph.output):
+        t = v.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[v.name] = tuple(d.dim_value for d in t.shape.dim)
+    return shapes
 
 
 def from_onnx(model) -> ComputationalGraph:
@@ -718,9 +918,16 @@ def from_onnx(model) -> ComputationalGraph:
         env[v.name] = _Labels(node, "an integer input") \
             if v.type.tensor_type.elem_type in INTS else node
     table = _onnx_table()
+    shapes = _static_shapes(model) if any(n.op_type in _SHAPED for n in graph.node) else {}
+    fused, inside = _sigmoid_grads(graph)
     for n in graph.node:
         b = _OnnxBuilder(g, opset, n)
-        b.env = env
+        b.env, b.shapes = env, shapes
+        if n.output and n.output[0] in inside:
+            continue                   # a step of a sigmoid_grad, built as one gate below
+        if n.output and n.output[0] in fused:
+            env[b.out] = g.op("sigmoid_grad", b.tensor(fused[b.out]), name=b.out)
+            continue
         if n.op_type == "Constant":
             attrs = b.attrs()
             if "value" not in attrs:
@@ -747,8 +954,9 @@ def from_onnx(model) -> ComputationalGraph:
     if result is None:
         raise GraphError(f"from_onnx: the output {out!r} is computed by no operator")
     if not isinstance(result, Node):
-        result = _OnnxBuilder(g, opset, graph.node[-1]).tensor(out) \
-            if isinstance(result, _Static) else None
+        last = _OnnxBuilder(g, opset, graph.node[-1])
+        last.env, last.shapes = env, shapes
+        result = last.tensor(out) if isinstance(result, (_Static, _Unsqueezed)) else None
         if result is None:
             raise GraphError(f"from_onnx: the output {out!r} is not a float tensor")
     if result.kind != "gate":

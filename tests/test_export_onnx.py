@@ -12,6 +12,10 @@ from graphengine import ComputationalGraph, GraphError, export
 from graphengine import gates as G
 
 onnx = need("onnx")
+# the gates ge.grad adds; test_export_gradients.py checks them one by one
+BACKWARD_GATES = {"sum_to", "broadcast_to", "spread", "rowsum", "step", "max_mask",
+                  "sigmoid_grad", "softmax", "one_hot", "matmul_grad_a", "matmul_grad_b",
+                  "seed"}
 ort = need("onnxruntime")
 
 
@@ -112,7 +116,7 @@ def test_every_gate_in_one_graph(opset):
     g.add(u + ce + one, e, name="total")
     rng = np.random.default_rng(0)
     feed = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=(4, 3))}
-    assert {n.gate.op for n in g.nodes("gate")} >= set(export.ONNX)
+    assert {n.gate.op for n in g.nodes("gate")} >= set(export.ONNX) - BACKWARD_GATES
     model, h = round_trip(g, feed, opset=opset)
     assert model.opset_import[0].version == opset
     assert {n.kind for n in h if n.name == "labels"} == {"constant"}

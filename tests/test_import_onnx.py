@@ -165,9 +165,40 @@ def external_data():
 
 
 HOSTILE = {
-    "unsupported op": (lambda: model_of([h.make_node("Softmax", ["x"], ["y"])],
+    "unsupported op": (lambda: model_of([h.make_node("Sin", ["x"], ["y"])],
                                         [("x", T.DOUBLE, [2])], "y"),
-                       "unsupported operator Softmax"),
+                       "unsupported operator Sin"),
+    "softmax not on the last axis": (
+        lambda: model_of([h.make_node("Softmax", ["x"], ["y"], axis=0)],
+                         [("x", T.DOUBLE, [2, 3])], "y", shape=[2, 3]),
+        "Softmax over axis 0 is not supported"),
+    "one-hot of other values": (
+        lambda: model_of([h.make_node("Constant", [], ["d"], value=h.make_tensor(
+                              "d", T.INT64, [], [3])),
+                          h.make_node("Constant", [], ["v"], value=h.make_tensor(
+                              "v", T.INT64, [2], [1, 0])),
+                          h.make_node("OneHot", ["x", "d", "v"], ["y"])],
+                         [("x", T.INT64, [2])], "y", shape=[2, 3], elem=T.INT64),
+        "only OneHot on the last axis with values"),
+    "one-hot without a depth": (
+        lambda: model_of([h.make_node("Constant", [], ["d"], value=h.make_tensor(
+                              "d", T.INT64, [0], [])),
+                          h.make_node("Constant", [], ["v"], value=h.make_tensor(
+                              "v", T.INT64, [2], [0, 1])),
+                          h.make_node("OneHot", ["x", "d", "v"], ["y"])],
+                         [("x", T.INT64, [2])], "y", shape=[2, 3], elem=T.INT64),
+        "depth must be one number"),
+    "huge Expand": (
+        lambda: model_of([h.make_node("Constant", [], ["s"], value=h.make_tensor(
+                              "s", T.INT64, [2], [2 ** 20, 2 ** 20])),
+                          h.make_node("Expand", ["x", "s"], ["y"])],
+                         [("x", T.DOUBLE, [1])], "y", shape=[2 ** 20, 2 ** 20]),
+        f"the limit is {MAX_ELEMENTS}"),
+    "a comparison read as a number": (
+        lambda: model_of([h.make_node("Greater", ["x", "x"], ["c"]),
+                          h.make_node("Add", ["c", "c"], ["y"])],
+                         [("x", T.DOUBLE, [2])], "y"),
+        "not valid ONNX|holds booleans"),
     "custom domain": (lambda: model_of([h.make_node("Run", ["x"], ["y"], domain="evil.ops")],
                                        [("x", T.DOUBLE, [2])], "y"),
                       "unsupported operator Run of domain 'evil.ops'"),
@@ -179,11 +210,23 @@ HOSTILE = {
     "external data": (external_data, "external file, which is never read"),
     "old opset": (lambda: model_of([h.make_node("Relu", ["x"], ["y"])],
                                    [("x", T.DOUBLE, [2])], "y", opset=11), "opset is 11"),
-    "keepdims": (lambda: model_of([h.make_node("ReduceSum", ["x"], ["y"])],
+    "keepdims": (lambda: model_of([h.make_node("ReduceMean", ["x"], ["y"])],
                                   [("x", T.DOUBLE, [2])], "y", shape=[1]), "keepdims=1"),
     "undefined input": (lambda: model_of([h.make_node("Relu", ["nope"], ["y"])],
                                          [("x", T.DOUBLE, [2])], "y"), "not valid ONNX"),
 }
+
+
+def test_shapes_come_from_the_inputs_and_operators_not_the_files_claims():
+    # the output claims (5,), value_info claims (7,): Expand of a (1,) to [3] is (3,)
+    m = model_of([h.make_node("Constant", [], ["s"], value=h.make_tensor(
+                      "s", T.INT64, [1], [3])),
+                  h.make_node("Expand", ["x", "s"], ["e"]), h.make_node("Neg", ["e"], ["y"])],
+                 [("x", T.DOUBLE, [1])], "y", shape=[5])
+    m.graph.value_info.append(h.make_tensor_value_info("e", T.DOUBLE, [7]))
+    g = ComputationalGraph.from_onnx(m)
+    assert g.forward(x=np.array([2.0])).tolist() == [-2.0, -2.0, -2.0]
+    assert g["e"].gate.op == "broadcast_to" and g["e:shape"].value.shape == (3,)
 
 
 @pytest.mark.parametrize("name", HOSTILE)
