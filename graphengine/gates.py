@@ -28,6 +28,7 @@ This module imports nothing of graphengine's but its error class: it is the bott
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -44,26 +45,33 @@ _exp = math.exp
 _inf = math.inf
 _nan = math.nan
 
-# The array paths run with numpy's floating-point warnings off. np.errstate costs about
+# The array paths run with numpy's floating-point warnings off: ``with _quiet():``, or
+# in the paths a training step runs, ``t = _quiet_on()`` ... ``finally: _quiet_off(t)``
+# (a third of the cost: no Python-level __enter__/__exit__). np.errstate costs about
 # 1 us per use, more than a small array operation; numpy >= 2 keeps that state in a
-# context variable, which _quiet sets directly (np.errstate is the fallback).
+# context variable, which these set directly.
 try:
     from numpy._core._ufunc_config import _extobj_contextvar as _np_errors
 
     with np.errstate(all="ignore"):
-        _IGNORE_ALL = _np_errors.get()
+        _quiet_on = partial(_np_errors.set, _np_errors.get())    # returns a token
+    _quiet_off = _np_errors.reset
+except (ImportError, AttributeError):       # numpy < 2: a thread's own error state
+    def _quiet_on():
+        return np.seterr(all="ignore")
 
-    class _quiet:
-        __slots__ = ("token",)
+    def _quiet_off(old):
+        np.seterr(**old)
 
-        def __enter__(self):
-            self.token = _np_errors.set(_IGNORE_ALL)
 
-        def __exit__(self, *exc):
-            _np_errors.reset(self.token)
-except (ImportError, AttributeError):       # numpy < 2
-    def _quiet():
-        return np.errstate(all="ignore")
+class _quiet:
+    __slots__ = ("token",)
+
+    def __enter__(self):
+        self.token = _quiet_on()
+
+    def __exit__(self, *exc):
+        _quiet_off(self.token)
 
 
 class Gate:
@@ -178,19 +186,24 @@ def fit(grad, x):
     shape = x.shape if x.__class__ is np.ndarray else np.shape(x)
     gshape = grad.shape if grad.__class__ is np.ndarray else np.shape(grad)
     if gshape != shape:
-        if gshape[1:] == shape and shape:           # a bias added to rows: sum the rows
-            grad = grad.sum(axis=0)
-        else:
-            lead = len(gshape) - len(shape)
-            axes = tuple(range(lead)) + tuple(
-                lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
-            grad = np.sum(grad, axis=axes)
-            if shape == ():
-                return float(grad) if x.__class__ is float else np.asarray(grad, _dtype(x))
-            grad = grad.reshape(shape)
+        t = _quiet_on()
+        try:
+            if gshape[1:] == shape and shape:           # a bias added to rows: sum the rows
+                grad = grad.sum(axis=0)
+            else:
+                lead = len(gshape) - len(shape)
+                axes = tuple(range(lead)) + tuple(
+                    lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
+                grad = np.sum(grad, axis=axes)
+                if shape == ():
+                    return float(grad) if x.__class__ is float else \
+                        np.asarray(grad, _dtype(x))
+                grad = grad.reshape(shape)
+        finally:
+            _quiet_off(t)
     if x.__class__ is float:
         return float(grad)
-    return _like(grad, x)
+    return grad if grad.dtype is x.dtype else _like(grad, x)
 
 
 def _dtype(x):
@@ -398,10 +411,13 @@ class SigmoidGate(Unary):
         elif x.__class__ is np.ndarray and x.dtype.kind == "f" and x.ndim:
             # in place on one buffer; e^-x = inf below x = -709 gives s = 0, as it should
             s = np.negative(x)
-            with _quiet():
+            t = _quiet_on()
+            try:
                 np.exp(s, out=s)
                 s += 1.0
                 np.divide(1.0, s, out=s)
+            finally:
+                _quiet_off(t)
         else:
             with _quiet():
                 e = np.exp(-np.abs(x))
@@ -413,10 +429,13 @@ class SigmoidGate(Unary):
         s = self.out
         if s.__class__ is float:
             return ((1.0 - s) * s * upstream,)
-        with _quiet():
-            d = 1.0 - s
-            d *= s
-            d *= upstream
+        d = 1.0 - s
+        d *= s
+        t = _quiet_on()
+        try:
+            d *= upstream           # inf * 0 where s saturates: nan, silently
+        finally:
+            _quiet_off(t)
         return (d,)
 
     def partial(self):
@@ -501,18 +520,20 @@ class AddGate(Binary):
     op, symbol = "add", "+"
 
     def forward(self, x, y):
+        if x.__class__ is float and y.__class__ is float:
+            return x + y         # keeps nothing: a float backward needs no shapes
         self.x = x
         self.y = y
-        if x.__class__ is float and y.__class__ is float:
+        t = _quiet_on()
+        try:
             return x + y
-        with _quiet():
-            return x + y
+        finally:
+            _quiet_off(t)
 
     def backward(self, upstream):
         if upstream.__class__ is float:
             return upstream, upstream
-        with _quiet():
-            return fit(upstream, self.x), fit(upstream, self.y)
+        return fit(upstream, self.x), fit(upstream, self.y)
 
     def jvp(self, x_dot, y_dot):
         if x_dot.__class__ is float and y_dot.__class__ is float:
@@ -528,18 +549,20 @@ class SubtractGate(Binary):
     op, symbol = "sub", "-"
 
     def forward(self, x, y):
+        if x.__class__ is float and y.__class__ is float:
+            return x - y         # keeps nothing: a float backward needs no shapes
         self.x = x
         self.y = y
-        if x.__class__ is float and y.__class__ is float:
+        t = _quiet_on()
+        try:
             return x - y
-        with _quiet():
-            return x - y
+        finally:
+            _quiet_off(t)
 
     def backward(self, upstream):
         if upstream.__class__ is float:
             return upstream, -upstream
-        with _quiet():
-            return fit(upstream, self.x), fit(-upstream, self.y)
+        return fit(upstream, self.x), fit(-upstream, self.y)
 
     def jvp(self, x_dot, y_dot):
         if x_dot.__class__ is float and y_dot.__class__ is float:
@@ -559,15 +582,21 @@ class MultiplyGate(Binary):
         self.y = y
         if x.__class__ is float and y.__class__ is float:
             return x * y
-        with _quiet():
+        t = _quiet_on()
+        try:
             return x * y
+        finally:
+            _quiet_off(t)
 
     def backward(self, upstream):
         x, y = self.x, self.y
         if upstream.__class__ is float and x.__class__ is float and y.__class__ is float:
             return upstream * y, upstream * x          # scalars: nothing to fit
-        with _quiet():
+        t = _quiet_on()
+        try:
             return fit(upstream * y, x), fit(upstream * x, y)
+        finally:
+            _quiet_off(t)
 
     def partials(self):
         return self.y, self.x
@@ -743,8 +772,11 @@ class MatMulGate(Gate):
         if a.__class__ is np.ndarray and b.__class__ is np.ndarray and a.ndim and b.ndim:
             self.a = a
             self.b = b
-            with _quiet():
+            t = _quiet_on()
+            try:
                 out = a @ b
+            finally:
+                _quiet_off(t)
             return out if out.ndim else float(out)
         if np.ndim(a) == 0 or np.ndim(b) == 0:
             raise ValueError("matmul needs arrays of at least one dimension, "
@@ -759,10 +791,19 @@ class MatMulGate(Gate):
         # need: which inputs want a gradient (a pruned backward passes (False, True)
         # for x @ W on data x); an unwanted input gets None
         a, b, g = self.a, self.b, upstream
+        if a.ndim == 2 and b.ndim == 2:
+            t = _quiet_on()
+            try:
+                ga = g @ b.T if need[0] else None
+                gb = a.T @ g if need[1] else None
+            finally:
+                _quiet_off(t)
+            if ga is not None and ga.dtype is not a.dtype:
+                ga = _like(ga, a)
+            if gb is not None and gb.dtype is not b.dtype:
+                gb = _like(gb, b)
+            return ga, gb
         with _quiet():
-            if a.ndim == 2 and b.ndim == 2:
-                return (_like(g @ b.T, a) if need[0] else None), \
-                    (_like(a.T @ g, b) if need[1] else None)
             if b.ndim == 2:                       # a (..., k) or (..., n, k), b (k, m)
                 ga = g @ b.T
                 k, m = b.shape
@@ -903,7 +944,8 @@ class SoftmaxCrossEntropy(Gate):
             raise ValueError("logits have no rows")
         if y.shape[0] != n:
             raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
-        with _quiet():
+        t = _quiet_on()
+        try:
             idx = y.astype(np.intp)
             # as unsigned, a negative label is huge: one max checks both ends
             if idx.astype(np.uintp).max() >= classes or \
@@ -918,12 +960,14 @@ class SoftmaxCrossEntropy(Gate):
             self.rows, self.idx = rows, idx
             self.e, self.total = e, total
             return float(np.log(total).sum() - shifted[rows, idx].sum()) / n
+        finally:
+            _quiet_off(t)
 
     def _dlogits(self):
+        # cannot warn: e in [0, 1], total in [1, classes] (or nan, which numpy passes)
         n = len(self.idx)
-        with _quiet():
-            d = self.e / (self.total * n)
-            d[self.rows, self.idx] -= 1.0 / n
+        d = self.e / (self.total * n)
+        d[self.rows, self.idx] -= 1.0 / n
         return d.reshape(self.shape)
 
     def backward(self, upstream):
