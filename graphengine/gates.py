@@ -271,21 +271,24 @@ class Unary(Gate):
     def partial(self):
         raise NotImplementedError
 
+    # partial() is silent itself; upstream and tangent have the output's type (a
+    # float for a float input), so a float partial needs no silencing
     def backward(self, upstream):
-        if upstream.__class__ is float:
-            d = self.partial()
-            if d.__class__ is float:
-                return (upstream * d,)
-        with _quiet():
-            return (upstream * self.partial(),)
+        d = self.partial()
+        if d.__class__ is float:
+            return (upstream * d,)
+        t = _quiet_on()
+        try:
+            return (upstream * d,)
+        finally:
+            _quiet_off(t)
 
     def jvp(self, x_dot):
-        if x_dot.__class__ is float:
-            d = self.partial()
-            if d.__class__ is float:
-                return x_dot * d
+        d = self.partial()
+        if d.__class__ is float:
+            return x_dot * d
         with _quiet():
-            return x_dot * self.partial()
+            return x_dot * d
 
 
 @register
@@ -346,10 +349,14 @@ class PowGate(Unary):
         if p == 1.0:
             return 1.0 if x.__class__ is float else np.ones(np.shape(x), dtype=_dtype(x))
         if p == 2.0:
-            return 2.0 * x
+            if x.__class__ is float:
+                return 2.0 * x
+            with _quiet():
+                return 2.0 * x
         if x.__class__ is float:
             return p * _powf(x, p - 1.0)
-        return p * np.power(x, p - 1.0)
+        with _quiet():
+            return p * np.power(x, p - 1.0)
 
 
 @register
@@ -466,7 +473,6 @@ class ReluGate(Unary):
     op, symbol = "relu", "relu"
 
     def forward(self, x):
-        self.x = x
         if x.__class__ is float:
             out = x if x > 0.0 else (0.0 if x <= 0.0 else x)     # np.maximum: nan stays
         else:
@@ -494,22 +500,20 @@ class Binary(Gate):
     def partials(self):
         raise NotImplementedError
 
+    # partials() is silent itself; two float partials mean two float inputs, whose
+    # upstream and tangents are floats too
     def backward(self, upstream):
-        if upstream.__class__ is float and self.x.__class__ is float \
-                and self.y.__class__ is float:
-            dx, dy = self.partials()
+        dx, dy = self.partials()
+        if dx.__class__ is float and dy.__class__ is float:
             return upstream * dx, upstream * dy
         with _quiet():
-            dx, dy = self.partials()
             return fit(upstream * dx, self.x), fit(upstream * dy, self.y)
 
     def jvp(self, x_dot, y_dot):
-        if x_dot.__class__ is float and y_dot.__class__ is float \
-                and self.x.__class__ is float and self.y.__class__ is float:
-            dx, dy = self.partials()
+        dx, dy = self.partials()
+        if dx.__class__ is float and dy.__class__ is float:
             return x_dot * dx + y_dot * dy
         with _quiet():
-            dx, dy = self.partials()
             return x_dot * dx + y_dot * dy
 
 
@@ -590,7 +594,7 @@ class MultiplyGate(Binary):
 
     def backward(self, upstream):
         x, y = self.x, self.y
-        if upstream.__class__ is float and x.__class__ is float and y.__class__ is float:
+        if x.__class__ is float and y.__class__ is float:
             return upstream * y, upstream * x          # scalars: nothing to fit
         t = _quiet_on()
         try:
