@@ -602,8 +602,8 @@ def test_float32_stays_float32_through_values_gradients_and_tangents(op, first):
                                                                          strict=True)})
     values = {n.name: n.value for n in g.nodes()}
     assert all(v.dtype == f32 for v in values.values() if isinstance(v, np.ndarray))
-    check_dtypes(g, values, grads, tangents)
-    assert out.grad is grads["out"] or np.shape(out.grad) == np.shape(value)
+    check_dtypes(g, values, grads, tangents)      # the output's own seed included
+    assert type(out.grad) is type(grads["out"])
 
 
 @pytest.mark.parametrize("op", BUILTIN_OPS)
