@@ -747,3 +747,16 @@ def close(got, want, scale):
     if got == 0.0 and want == 0.0:
         return math.copysign(1, got) == math.copysign(1, want)
     return abs(got - want) <= 1e-12 * max(abs(got), abs(want)) + 1e-15 * scale
+
+
+def test_silencing_leaves_the_callers_numpy_error_state_alone():
+    x = np.array([1e300, -1.0, 0.0])
+    with np.errstate(all="raise"):
+        gate = G.MultiplyGate()
+        np.testing.assert_array_equal(gate.forward(x, x), [inf, 1.0, 0.0])   # no raise
+        assert np.geterr()["over"] == "raise"
+        with pytest.raises(FloatingPointError):
+            x * x                               # the caller's own arithmetic still raises
+        assert math.isnan(G.MSELoss().forward(np.array([inf]), np.array([inf])))
+        with pytest.raises(FloatingPointError):
+            x * x                               # and again after a silenced gate
