@@ -105,6 +105,8 @@ def jvp(g, tangents: dict, feed: dict | None = None) -> dict:
         if value is not None and np.shape(t) != np.shape(value):
             raise GraphError(f"tangent of {node.name!r} has shape {np.shape(t)}, expected "
                              f"the leaf's shape {np.shape(value)}")
+        if t.__class__ is not float and value is not None and t.dtype != value.dtype:
+            t = t.astype(value.dtype)               # a tangent has its leaf's dtype
         given[node.name] = t
     tlist = _leaf_tangents(plan, vals)
     for name, t in given.items():
@@ -114,7 +116,7 @@ def jvp(g, tangents: dict, feed: dict | None = None) -> dict:
     result = {}
     for name, t, v in zip(plan.names, tlist, vals, strict=True):
         if np.shape(t) != np.shape(v):      # a gate's tangent may come out broadcast
-            t = np.array(np.broadcast_to(t, np.shape(v)), dtype=getattr(v, "dtype", float))
+            t = np.broadcast_to(t, np.shape(v)).astype(getattr(v, "dtype", float))
             t = float(t) if t.ndim == 0 else t
         result[name] = t
     for name in plan.outside:

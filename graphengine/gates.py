@@ -2,17 +2,37 @@
 
 A gate instance belongs to exactly one node. ``forward(*inputs)`` returns the output
 and keeps what the derivatives need; ``backward(upstream)`` returns one gradient per
-input (each with that input's shape); ``jvp(*tangents)`` returns the output's tangent.
-Scalars stay Python floats and use the math module; arrays use numpy.
+input (each with that input's shape and dtype); ``jvp(*tangents)`` returns the
+output's tangent. Scalars stay Python floats and use the math module; arrays use numpy.
 
-This module imports nothing of graphengine's: it is the bottom layer.
+Numerics, one rule for both paths:
+
+- Values are IEEE arithmetic as numpy computes the gate's formula: a Python float
+  gives what a 0-d or 1-element float64 array gives (infinities with their signs,
+  NaNs, signed zeros), where Python itself would raise, go complex or differ.
+- Derivatives are the formulas in each gate's docstring, evaluated the same way, so a
+  NaN or an infinity reaches every derivative whose formula reads it (an upstream
+  inf times a zero partial is NaN, as in numpy). Where a formula is a comparison
+  (max, relu) a NaN input gives NaN local derivatives; ties and kinks follow the
+  documented conventions (max splits a tie, relu passes nothing at 0; x ** 0 is the
+  constant 1, so its derivative is 0 everywhere).
+- Silent: the array paths run with numpy's floating-point warnings off, as the float
+  paths never warn; overflow, 0/0 and the like show up as inf and nan in the results.
+- dtypes: Python numbers compute in float64; arrays keep their dtype (float32 stays
+  float32) and mix by numpy's promotion; every gradient and tangent is cast to the
+  dtype of the node it belongs to. A 0-d result is a Python float.
+
+This module imports nothing of graphengine's but its error class: it is the bottom layer.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
+
+from .errors import GraphError
 
 __all__ = [
     "Gate", "GATES", "register",
@@ -26,6 +46,35 @@ __all__ = [
 
 _exp = math.exp
 _inf = math.inf
+_nan = math.nan
+
+# The array paths run with numpy's floating-point warnings off: ``with _quiet():``, or
+# in the paths a training step runs, ``t = _quiet_on()`` ... ``finally: _quiet_off(t)``
+# (a third of the cost: no Python-level __enter__/__exit__). np.errstate costs about
+# 1 us per use, more than a small array operation; numpy >= 2 keeps that state in a
+# context variable, which these set directly.
+try:
+    from numpy._core._ufunc_config import _extobj_contextvar as _np_errors
+
+    with np.errstate(all="ignore"):
+        _quiet_on = partial(_np_errors.set, _np_errors.get())    # returns a token
+    _quiet_off = _np_errors.reset
+except (ImportError, AttributeError):       # numpy < 2: a thread's own error state
+    def _quiet_on():
+        return np.seterr(all="ignore")
+
+    def _quiet_off(old):
+        np.seterr(**old)
+
+
+class _quiet:
+    __slots__ = ("token",)
+
+    def __enter__(self):
+        self.token = _quiet_on()
+
+    def __exit__(self, *exc):
+        _quiet_off(self.token)
 
 
 class Gate:
@@ -114,35 +163,138 @@ class Gate:
 GATES: dict[str, type[Gate]] = {}
 
 
-def register(cls: type[Gate]) -> type[Gate]:
+def register(cls: type[Gate] | None = None, *, replace: bool = False):
     """Add a gate class to the registry under ``cls.op`` (builders, JSON and
-    expressions read it)."""
-    if not cls.op:
-        raise ValueError(f"{cls.__name__} needs a non-empty class attribute 'op'")
-    GATES[cls.op] = cls
+    expressions read it). Use as ``@register`` or ``register(cls)``.
+
+    An op that is already taken (a built-in such as ``"add"``, or another gate) is a
+    ``GraphError`` unless ``replace=True``; registering the same class again, or a
+    class of the same module and name (a notebook cell run twice), replaces quietly.
+
+    Examples
+    --------
+    >>> import graphengine as ge
+    >>> @ge.register
+    ... class Twice(ge.Gate):
+    ...     op = "doc_twice"
+    ...     def forward(self, x): return 2 * x
+    ...     def backward(self, upstream): return (2 * upstream,)
+    >>> ge.GATES["doc_twice"] is Twice
+    True
+    >>> class MyAdd(ge.gates.AddGate):
+    ...     op = "add"
+    >>> ge.register(MyAdd)
+    Traceback (most recent call last):
+    ...
+    graphengine.errors.GraphError: gate op 'add' is taken by the built-in AddGate; \
+register(MyAdd, replace=True) replaces it
+    >>> del ge.GATES["doc_twice"]
+    """
+    if cls is None:                               # @register(replace=True)
+        return lambda c: register(c, replace=replace)
+    if not isinstance(cls, type) or not issubclass(cls, Gate):
+        raise GraphError(f"register needs a Gate subclass, got {cls!r}")
+    op = cls.op
+    if not op or not isinstance(op, str):
+        raise GraphError(f"{cls.__name__} needs a non-empty string class attribute 'op', "
+                         f"got {op!r}")
+    old = GATES.get(op)
+    if old is not None and old is not cls and not replace and not (
+            old.__module__ == cls.__module__ and old.__qualname__ == cls.__qualname__
+            and old not in BUILTIN):
+        whose = "the built-in" if old in BUILTIN else "the gate"
+        raise GraphError(f"gate op {op!r} is taken by {whose} {old.__name__}; "
+                         f"register({cls.__name__}, replace=True) replaces it")
+    GATES[op] = cls
     return cls
 
 
+BUILTIN: frozenset = frozenset()     # filled at the end of the module
+
+
 def fit(grad, x):
-    """Sum ``grad`` down to the shape of ``x``, undoing numpy broadcasting."""
+    """Sum ``grad`` down to the shape of ``x``, undoing numpy broadcasting, in the
+    dtype of ``x`` (a float for a float)."""
     if grad.__class__ is float:
-        return grad
+        if x.__class__ is float:
+            return grad
+        return np.full(np.shape(x), grad, dtype=_dtype(x))
     shape = x.shape if x.__class__ is np.ndarray else np.shape(x)
     gshape = grad.shape if grad.__class__ is np.ndarray else np.shape(grad)
-    if gshape == shape:
+    if gshape != shape:
+        t = _quiet_on()
+        try:
+            if gshape[1:] == shape and shape:           # a bias added to rows: sum the rows
+                grad = grad.sum(axis=0)
+            else:
+                lead = len(gshape) - len(shape)
+                axes = tuple(range(lead)) + tuple(
+                    lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
+                grad = np.sum(grad, axis=axes)
+                if shape == ():
+                    return float(grad) if x.__class__ is float else \
+                        np.asarray(grad, _dtype(x))
+                grad = grad.reshape(shape)
+        finally:
+            _quiet_off(t)
+    if x.__class__ is float:
+        return float(grad)
+    return grad if grad.dtype is x.dtype else _like(grad, x)
+
+
+def _dtype(x):
+    """The float dtype of a value: an array's own, float64 for anything else."""
+    dtype = getattr(x, "dtype", None)
+    return dtype if dtype is not None and dtype.kind == "f" else np.dtype(float)
+
+
+def _like(grad, x):
+    """``grad`` in the dtype of the array ``x`` (no copy when it already is)."""
+    dtype = x.dtype
+    if grad.dtype is dtype or grad.dtype == dtype or dtype.kind != "f":
         return grad
-    if gshape[1:] == shape and shape:           # a bias added to rows: sum the rows
-        return grad.sum(axis=0)
-    lead = len(gshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
-    total = np.sum(grad, axis=axes)
-    return float(total) if shape == () else total.reshape(shape)
+    return grad.astype(dtype)
 
 
 def zeros_like(x):
-    """0.0 for a float, else zeros of the array's shape (float64)."""
-    return 0.0 if x.__class__ is float else np.zeros(np.shape(x))
+    """0.0 for a float, else zeros of the value's shape and (float) dtype."""
+    return 0.0 if x.__class__ is float else np.zeros(np.shape(x), dtype=_dtype(x))
+
+
+def _powf(x, p):
+    """x ** p for floats as ``np.power(x, p)`` gives it for a number ``p`` (numpy takes
+    the square root at p = 0.5: (-inf) ** 0.5 is nan, not C's inf); Python's own **
+    raises or goes complex at the edges."""
+    if p != 0.5:
+        try:
+            out = x ** p
+            if out.__class__ is float:
+                return out
+        except (OverflowError, ZeroDivisionError):
+            pass
+    with _quiet():
+        return float(np.power(x, p))
+
+
+def _cpow(x, y):
+    """x ** y for floats as ``np.power`` gives it elementwise on arrays (C's pow)."""
+    try:
+        out = x ** y
+        if out.__class__ is float:
+            return out
+    except (OverflowError, ZeroDivisionError):
+        pass
+    with _quiet():
+        return float(np.power(np.array([x]), np.array([y]))[0])
+
+
+def _power(x, y):
+    """np.power(x, y) by C's pow for every element: numpy switches to a square root or
+    a reciprocal when the exponent is a scalar (0.5, -1), but not when it is an array."""
+    if np.ndim(y) == 0:
+        y = np.full(1, y, dtype=np.result_type(x, y))
+        return np.power(x, y).reshape(np.shape(x)) if np.ndim(x) == 0 else np.power(x, y)
+    return np.power(x, y)
 
 
 # ---------------------------------------------------------------- elementwise, unary
@@ -155,11 +307,24 @@ class Unary(Gate):
     def partial(self):
         raise NotImplementedError
 
+    # partial() is silent itself; upstream and tangent have the output's type (a
+    # float for a float input), so a float partial needs no silencing
     def backward(self, upstream):
-        return (upstream * self.partial(),)
+        d = self.partial()
+        if d.__class__ is float:
+            return (upstream * d,)
+        t = _quiet_on()
+        try:
+            return (upstream * d,)
+        finally:
+            _quiet_off(t)
 
     def jvp(self, x_dot):
-        return x_dot * self.partial()
+        d = self.partial()
+        if d.__class__ is float:
+            return x_dot * d
+        with _quiet():
+            return x_dot * d
 
 
 @register
@@ -183,14 +348,24 @@ class NegateGate(Unary):
 
 @register
 class PowGate(Unary):
-    """pow: out = x**p for a constant number p, d/dx = p x**(p-1)"""
+    """pow: out = x**p for a constant number p, d/dx = p x**(p-1) (0 when p = 0)
+
+    Values are numpy's ``np.power(x, p)`` for a number p, on floats too: a negative
+    base with a fractional p is nan, (-1e200)**3 is -inf, and p = 0.5 is a square root
+    ((-inf)**0.5 is nan, (-0.0)**0.5 is -0.0).
+    """
 
     op = "pow"
 
     def __init__(self, p: float = 2.0):
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
             raise ValueError(f"pow needs a number as exponent, got {type(p).__name__}")
-        self.p = float(p)
+        try:
+            self.p = float(p)
+        except OverflowError:
+            digits = int(abs(int(p)).bit_length() * math.log10(2)) + 1
+            raise ValueError(f"pow's exponent p is too large for a float: an integer of "
+                             f"about {digits} digits (floats end near 1.8e308)") from None
 
     @property
     def symbol(self):
@@ -202,28 +377,25 @@ class PowGate(Unary):
     def forward(self, x):
         self.x = x
         if x.__class__ is float:
-            try:
-                out = x ** self.p
-            except (OverflowError, ZeroDivisionError):
-                out = _inf if x != 0.0 or self.p < 0 else 0.0
-            return math.nan if out.__class__ is complex else out
-        return np.power(x, self.p)
+            return x * x if self.p == 2.0 else _powf(x, self.p)
+        with _quiet():
+            return np.power(x, self.p)
 
     def partial(self):
         p, x = self.p, self.x
         if p == 0.0:
             return zeros_like(x)
         if p == 1.0:
-            return 1.0 if x.__class__ is float else np.ones(np.shape(x))
+            return 1.0 if x.__class__ is float else np.ones(np.shape(x), dtype=_dtype(x))
         if p == 2.0:
-            return 2.0 * x
+            if x.__class__ is float:
+                return 2.0 * x
+            with _quiet():
+                return 2.0 * x
         if x.__class__ is float:
-            try:
-                d = p * x ** (p - 1.0)
-            except (OverflowError, ZeroDivisionError):
-                d = _inf
-            return math.nan if d.__class__ is complex else d
-        return p * np.power(x, p - 1.0)
+            return p * _powf(x, p - 1.0)
+        with _quiet():
+            return p * np.power(x, p - 1.0)
 
     def backward_gates(self, g, inputs, out, upstream):
         (x,) = inputs
@@ -249,7 +421,8 @@ class ExpGate(Unary):
             except OverflowError:
                 self.out = _inf
         else:
-            self.out = np.exp(x)
+            with _quiet():
+                self.out = np.exp(x)
         return self.out
 
     def partial(self):
@@ -261,22 +434,23 @@ class ExpGate(Unary):
 
 @register
 class LogGate(Unary):
-    """log: out = ln x, d/dx = 1/x (log 0 = -inf, log of a negative = nan)"""
+    """log: out = ln x, d/dx = 1/x (log 0 = -inf, log of a negative = nan;
+    d/dx at -0.0 is -inf)"""
 
     op, symbol = "log", "log"
 
     def forward(self, x):
         self.x = x
         if x.__class__ is float:
-            return math.log(x) if x > 0.0 else (-_inf if x == 0.0 else math.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
+            return math.log(x) if x > 0.0 else (-_inf if x == 0.0 else _nan)
+        with _quiet():
             return np.log(x)
 
     def partial(self):
         x = self.x
         if x.__class__ is float:
-            return 1.0 / x if x != 0.0 else _inf
-        with np.errstate(divide="ignore"):
+            return 1.0 / x if x != 0.0 else math.copysign(_inf, x)
+        with _quiet():
             return 1.0 / x
 
     def backward_gates(self, g, inputs, out, upstream):
@@ -296,24 +470,34 @@ class SigmoidGate(Unary):
             else:
                 e = _exp(x)
                 s = e / (1.0 + e)
-        elif x.__class__ is np.ndarray and x.dtype.kind == "f":
+        elif x.__class__ is np.ndarray and x.dtype.kind == "f" and x.ndim:
             # in place on one buffer; e^-x = inf below x = -709 gives s = 0, as it should
             s = np.negative(x)
-            with np.errstate(over="ignore"):
+            t = _quiet_on()
+            try:
                 np.exp(s, out=s)
-            s += 1.0
-            np.divide(1.0, s, out=s)
+                s += 1.0
+                np.divide(1.0, s, out=s)
+            finally:
+                _quiet_off(t)
         else:
-            e = np.exp(-np.abs(x))
-            s = np.where(x >= 0, 1.0, e) / (1.0 + e)
+            with _quiet():
+                e = np.exp(-np.abs(x))
+                s = np.where(x >= 0, 1.0, e) / (1.0 + e)
         self.out = s
         return s
 
     def backward(self, upstream):
         s = self.out
+        if s.__class__ is float:
+            return ((1.0 - s) * s * upstream,)
         d = 1.0 - s
         d *= s
-        d *= upstream
+        t = _quiet_on()
+        try:
+            d *= upstream           # inf * 0 where s saturates: nan, silently
+        finally:
+            _quiet_off(t)
         return (d,)
 
     def partial(self):
@@ -345,21 +529,26 @@ class TanhGate(Unary):
 
 @register
 class ReluGate(Unary):
-    """relu: out = max(x, 0), d/dx = 1 if x > 0 else 0 (no gradient at 0)"""
+    """relu: out = max(x, 0), d/dx = 1 if x > 0 else 0 (no gradient at 0; relu(nan) is
+    nan, with d/dx nan)"""
 
     op, symbol = "relu", "relu"
 
     def forward(self, x):
-        self.x = x
         if x.__class__ is float:
-            return x if x > 0.0 else 0.0
-        return np.maximum(x, 0.0)
+            out = x if x > 0.0 else (0.0 if x <= 0.0 else x)     # np.maximum: nan stays
+        else:
+            out = np.maximum(x, 0.0)
+        self.out = out
+        return out
 
     def partial(self):
-        x = self.x
-        if x.__class__ is float:
-            return 1.0 if x > 0.0 else 0.0
-        return (x > 0).astype(np.result_type(x, np.float32))
+        out = self.out
+        if out.__class__ is float:
+            return 1.0 if out > 0.0 else (0.0 if out == 0.0 else out)
+        d = np.sign(out)       # 1, 0 or nan (the output is never negative)
+        d += 0.0               # -0.0 (np.maximum(-0.0, 0.0) on some paths) becomes 0.0
+        return d
 
     def backward_gates(self, g, inputs, out, upstream):
         return (g.mul(upstream, g.apply(StepGate(), inputs[0])),)
@@ -376,13 +565,21 @@ class Binary(Gate):
     def partials(self):
         raise NotImplementedError
 
+    # partials() is silent itself; two float partials mean two float inputs, whose
+    # upstream and tangents are floats too
     def backward(self, upstream):
         dx, dy = self.partials()
-        return fit(upstream * dx, self.x), fit(upstream * dy, self.y)
+        if dx.__class__ is float and dy.__class__ is float:
+            return upstream * dx, upstream * dy
+        with _quiet():
+            return fit(upstream * dx, self.x), fit(upstream * dy, self.y)
 
     def jvp(self, x_dot, y_dot):
         dx, dy = self.partials()
-        return x_dot * dx + y_dot * dy
+        if dx.__class__ is float and dy.__class__ is float:
+            return x_dot * dx + y_dot * dy
+        with _quiet():
+            return x_dot * dx + y_dot * dy
 
 
 @register
@@ -392,9 +589,15 @@ class AddGate(Binary):
     op, symbol = "add", "+"
 
     def forward(self, x, y):
+        if x.__class__ is float and y.__class__ is float:
+            return x + y         # keeps nothing: a float backward needs no shapes
         self.x = x
         self.y = y
-        return x + y
+        t = _quiet_on()
+        try:
+            return x + y
+        finally:
+            _quiet_off(t)
 
     def backward(self, upstream):
         if upstream.__class__ is float:
@@ -402,7 +605,10 @@ class AddGate(Binary):
         return fit(upstream, self.x), fit(upstream, self.y)
 
     def jvp(self, x_dot, y_dot):
-        return x_dot + y_dot
+        if x_dot.__class__ is float and y_dot.__class__ is float:
+            return x_dot + y_dot
+        with _quiet():
+            return x_dot + y_dot
 
     def backward_gates(self, g, inputs, out, upstream):
         x, y = inputs
@@ -416,9 +622,15 @@ class SubtractGate(Binary):
     op, symbol = "sub", "-"
 
     def forward(self, x, y):
+        if x.__class__ is float and y.__class__ is float:
+            return x - y         # keeps nothing: a float backward needs no shapes
         self.x = x
         self.y = y
-        return x - y
+        t = _quiet_on()
+        try:
+            return x - y
+        finally:
+            _quiet_off(t)
 
     def backward(self, upstream):
         if upstream.__class__ is float:
@@ -426,7 +638,10 @@ class SubtractGate(Binary):
         return fit(upstream, self.x), fit(-upstream, self.y)
 
     def jvp(self, x_dot, y_dot):
-        return x_dot - y_dot
+        if x_dot.__class__ is float and y_dot.__class__ is float:
+            return x_dot - y_dot
+        with _quiet():
+            return x_dot - y_dot
 
     def backward_gates(self, g, inputs, out, upstream):
         x, y = inputs
@@ -442,14 +657,23 @@ class MultiplyGate(Binary):
     def forward(self, x, y):
         self.x = x
         self.y = y
-        return x * y
+        if x.__class__ is float and y.__class__ is float:
+            return x * y
+        t = _quiet_on()
+        try:
+            return x * y
+        finally:
+            _quiet_off(t)
 
     def backward(self, upstream):
         x, y = self.x, self.y
-        gx, gy = upstream * y, upstream * x
-        if gx.__class__ is float and gy.__class__ is float:   # scalars: nothing to fit
-            return gx, gy
-        return fit(gx, x), fit(gy, y)
+        if x.__class__ is float and y.__class__ is float:
+            return upstream * y, upstream * x          # scalars: nothing to fit
+        t = _quiet_on()
+        try:
+            return fit(upstream * y, x), fit(upstream * x, y)
+        finally:
+            _quiet_off(t)
 
     def partials(self):
         return self.y, self.x
@@ -461,7 +685,8 @@ class MultiplyGate(Binary):
 
 @register
 class DivideGate(Binary):
-    """div: out = x / y, d/dx = 1/y, d/dy = -x/y**2 (division by 0 gives inf or nan)"""
+    """div: out = x / y, d/dx = 1/y, d/dy = -x/y**2 = -out/y (division by 0 gives a
+    signed inf or nan, as IEEE: 1/-0.0 is -inf, nan/0 and 0/0 are nan)"""
 
     op, symbol = "div", "/"
 
@@ -470,21 +695,22 @@ class DivideGate(Binary):
         self.y = y
         if x.__class__ is float and y.__class__ is float:
             if y == 0.0:
-                self.out = math.copysign(_inf, x) if x != 0.0 else math.nan
+                with _quiet():
+                    self.out = float(np.divide(x, y))
             else:
                 self.out = x / y
         else:
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with _quiet():
                 self.out = np.divide(x, y)
         return self.out
 
     def partials(self):
+        # d/dy as -out * (1/y) on both paths (one division for arrays)
         y = self.y
         if y.__class__ is float:
-            if y == 0.0:
-                return _inf, -self.out * _inf
-            return 1.0 / y, -self.out / y
-        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / y if y != 0.0 else math.copysign(_inf, y)
+            return inv, -self.out * inv
+        with _quiet():
             inv = 1.0 / y
             return inv, -self.out * inv
 
@@ -497,7 +723,8 @@ class DivideGate(Binary):
 @register
 class MaxGate(Binary):
     """max: out = max(x, y); the gradient goes to the larger input, split equally
-    on a tie (a gradient router)"""
+    on a tie (a gradient router). Values are np.maximum's: a nan input gives nan
+    (with nan local derivatives for both inputs); on a tie of 0.0 and -0.0, y."""
 
     op, symbol = "max", "max"
 
@@ -505,15 +732,25 @@ class MaxGate(Binary):
         self.x = x
         self.y = y
         if x.__class__ is float and y.__class__ is float:
-            return x if x >= y else y
-        return np.maximum(x, y)
+            out = x if x > y else (y if x <= y else x + y)      # x + y: the nan
+        else:
+            out = np.maximum(x, y)
+        self.out = out
+        return out
 
     def partials(self):
         x, y = self.x, self.y
         if x.__class__ is float and y.__class__ is float:
-            return (1.0, 0.0) if x > y else (0.0, 1.0) if x < y else (0.5, 0.5)
-        tie = 0.5 * (x == y)
-        return (x > y) + tie, (x < y) + tie
+            return (1.0, 0.0) if x > y else (0.0, 1.0) if x < y else \
+                (0.5, 0.5) if x == y else (_nan, _nan)
+        with _quiet():
+            half = np.equal(x, y).astype(_dtype(self.out))
+            half *= 0.5
+            dx, dy = np.greater(x, y) + half, np.less(x, y) + half
+            nan = np.isnan(self.out)
+            if nan.any():
+                dx, dy = np.where(nan, _nan, dx), np.where(nan, _nan, dy)
+        return dx, dy
 
     def backward_gates(self, g, inputs, out, upstream):
         x, y = inputs      # masks of 1, 0.5 (tie) or 0, with no derivative of their own
@@ -523,28 +760,38 @@ class MaxGate(Binary):
 
 @register
 class PowerGate(Binary):
-    """power: out = x ** y, d/dx = y x**(y-1), d/dy = out ln x (x > 0 for d/dy)"""
+    """power: out = x ** y, d/dx = y x**(y-1) (0 where y = 0), d/dy = out ln x (0 where
+    x <= 0, where the real power has no derivative in y)
+
+    Values are C's pow for every element, as numpy gives for an array exponent, on
+    floats too ((-inf)**0.5 is inf, (-8)**(1/3) is nan).
+    """
 
     op, symbol = "power", "**"
 
     def forward(self, x, y):
         self.x = x
         self.y = y
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            self.out = np.power(np.asarray(x, dtype=float), y)
-        if self.out.ndim == 0:
-            self.out = float(self.out)
+        if x.__class__ is float and y.__class__ is float:
+            self.out = _cpow(x, y)
+        else:
+            if getattr(x, "dtype", np.dtype(float)).kind != "f":
+                x = np.asarray(x, dtype=float)
+            with _quiet():
+                self.out = _power(x, y)
         return self.out
 
     def partials(self):
-        x, y = np.asarray(self.x, dtype=float), self.y
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            dx = y * np.power(x, np.subtract(y, 1.0))
-            dy = np.where(x > 0, self.out * np.log(np.where(x > 0, x, 1.0)), 0.0)
-        if np.ndim(dx) == 0:
-            dx = float(dx)
-        if np.ndim(dy) == 0:
-            dy = float(dy)
+        x, y, out = self.x, self.y, self.out
+        if x.__class__ is float and y.__class__ is float:
+            dx = 0.0 if y == 0.0 else y * _cpow(x, y - 1.0)
+            dy = 0.0 if x <= 0.0 else out * (math.log(x) if x == x else x)
+            return dx, dy
+        if getattr(x, "dtype", np.dtype(float)).kind != "f":
+            x = np.asarray(x, dtype=float)
+        with _quiet():
+            dx = np.where(np.equal(y, 0), 0.0, y * _power(x, np.subtract(y, 1.0)))
+            dy = np.where(x <= 0, 0.0, out * np.log(x))
         return dx, dy
 
     def backward_gates(self, g, inputs, out, upstream):
@@ -555,24 +802,51 @@ class PowerGate(Binary):
 
 @register
 class MSELoss(Binary):
-    """mse: out = mean((pred - target)**2), d/dpred = 2 (pred - target) / n"""
+    """mse: out = mean((pred - target)**2), d/dpred = 2 (pred - target) / n
+
+    ``pred`` and ``target`` must have the same shape, or one must broadcast to the
+    other's: shapes that only broadcast by growing both ((3, 1) against (3,)) compare
+    every prediction with every target, and are refused.
+    """
 
     op, symbol = "mse", "MSE"
 
     def forward(self, pred, target):
         self.x = pred
         self.y = target
-        diff = pred - target
-        self.n = np.size(diff)
-        self.scaled = diff * (2.0 / self.n)
-        return diff * diff if diff.__class__ is float else float(np.mean(diff * diff))
+        if pred.__class__ is float and target.__class__ is float:
+            diff = pred - target
+            self.n = 1
+            self.scaled = diff * 2.0
+            return diff * diff
+        sp, st = np.shape(pred), np.shape(target)
+        if sp != st:
+            try:
+                both = np.broadcast_shapes(sp, st)
+            except ValueError:
+                both = None
+            if both != sp and both != st:
+                raise ValueError(
+                    f"mse needs the prediction and the target in one shape (or one that "
+                    f"broadcasts to the other's), got prediction {sp} and target {st}"
+                    + ("" if both is None else f", which would compare every element of "
+                       f"each in a {both} grid; reshape one to the other's shape"))
+        with _quiet():
+            diff = np.subtract(pred, target)
+            self.n = diff.size
+            if self.n == 0:
+                raise ValueError(f"mse of empty arrays (shapes {sp} and {st})")
+            self.scaled = diff * (2.0 / self.n)
+            return float(np.mean(diff * diff))
 
     def backward(self, upstream):
-        d = upstream * self.scaled
-        return fit(d, self.x), fit(-d, self.y)
+        with _quiet():
+            d = upstream * self.scaled
+            return fit(d, self.x), fit(-d, self.y)
 
     def jvp(self, pred_dot, target_dot):
-        return float(np.sum(self.scaled * (pred_dot - target_dot)))
+        with _quiet():
+            return float(np.sum(self.scaled * (pred_dot - target_dot)))
 
     def backward_gates(self, g, inputs, out, upstream):
         pred, target = inputs
@@ -600,14 +874,19 @@ class MatMulGate(Gate):
         if a.__class__ is np.ndarray and b.__class__ is np.ndarray and a.ndim and b.ndim:
             self.a = a
             self.b = b
-            out = a @ b
+            t = _quiet_on()
+            try:
+                out = a @ b
+            finally:
+                _quiet_off(t)
             return out if out.ndim else float(out)
         if np.ndim(a) == 0 or np.ndim(b) == 0:
             raise ValueError("matmul needs arrays of at least one dimension, "
                              f"got shapes {np.shape(a)} and {np.shape(b)}")
         self.a = a
         self.b = b
-        out = np.matmul(a, b)
+        with _quiet():
+            out = np.matmul(a, b)
         return float(out) if out.ndim == 0 else out
 
     def backward(self, upstream, need=(True, True)):
@@ -615,28 +894,40 @@ class MatMulGate(Gate):
         # for x @ W on data x); an unwanted input gets None
         a, b, g = self.a, self.b, upstream
         if a.ndim == 2 and b.ndim == 2:
-            return (g @ b.T if need[0] else None), (a.T @ g if need[1] else None)
-        if b.ndim == 2:                       # a (..., k) or (..., n, k), b (k, m)
-            ga = g @ b.T
-            k, m = b.shape
-            gb = a.reshape(-1, k).T @ np.reshape(g, (-1, m))
+            t = _quiet_on()
+            try:
+                ga = g @ b.T if need[0] else None
+                gb = a.T @ g if need[1] else None
+            finally:
+                _quiet_off(t)
+            if ga is not None and ga.dtype is not a.dtype:
+                ga = _like(ga, a)
+            if gb is not None and gb.dtype is not b.dtype:
+                gb = _like(gb, b)
             return ga, gb
-        if a.ndim == 1 and b.ndim == 1:
-            return g * b, g * a
-        # general case: promote vectors to matrices, then undo the promotion
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        g2 = np.asarray(g, dtype=np.result_type(a, b))
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
-        ga = fit(g2 @ _swap(b2), a2).reshape(a.shape)
-        gb = fit(_swap(a2) @ g2, b2).reshape(b.shape)
-        return ga, gb
+        with _quiet():
+            if b.ndim == 2:                       # a (..., k) or (..., n, k), b (k, m)
+                ga = g @ b.T
+                k, m = b.shape
+                gb = a.reshape(-1, k).T @ np.reshape(g, (-1, m))
+                return _like(ga, a), _like(gb, b)
+            if a.ndim == 1 and b.ndim == 1:
+                return _like(g * b, a), _like(g * a, b)
+            # general case: promote vectors to matrices, then undo the promotion
+            a2 = a[None, :] if a.ndim == 1 else a
+            b2 = b[:, None] if b.ndim == 1 else b
+            g2 = np.asarray(g, dtype=np.result_type(a, b))
+            if a.ndim == 1:
+                g2 = np.expand_dims(g2, -2)
+            if b.ndim == 1:
+                g2 = np.expand_dims(g2, -1)
+            ga = fit(g2 @ _swap(b2), a2).reshape(a.shape)
+            gb = fit(_swap(a2) @ g2, b2).reshape(b.shape)
+            return ga, gb
 
     def jvp(self, a_dot, b_dot):
-        out = np.matmul(a_dot, self.b) + np.matmul(self.a, b_dot)
+        with _quiet():
+            out = np.matmul(a_dot, self.b) + np.matmul(self.a, b_dot)
         return float(out) if np.ndim(out) == 0 else out
 
     def backward_gates(self, g, inputs, out, upstream):
@@ -670,16 +961,20 @@ class TransposeGate(Gate):
 def _check_axis(axis):
     if axis is None:
         return None
-    if isinstance(axis, (list, tuple)):
-        return tuple(int(a) for a in axis)
-    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
-        return int(axis)
-    raise ValueError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
+    one = not isinstance(axis, (list, tuple))
+    for a in (axis,) if one else axis:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise ValueError(f"axis must be None, an int or a list of ints, got {axis!r}")
+    return int(axis) if one else tuple(int(a) for a in axis)
 
 
 @register
 class SumGate(Gate):
-    """sum: out = sum of x over axis (all elements when None), d/dx = 1"""
+    """sum: out = sum of x over axis (all elements when None), d/dx = 1
+
+    ``axis`` is None, an int or a list of ints, as in numpy: negative counts from the
+    end, an empty list reduces nothing.
+    """
 
     arity = 1
     op, symbol = "sum", "Σ"
@@ -691,19 +986,39 @@ class SumGate(Gate):
         return {"axis": list(self.axis) if isinstance(self.axis, tuple) else self.axis}
 
     def _reduce(self, x):
-        out = np.sum(x, axis=self.axis)
+        with _quiet():
+            out = np.sum(x, axis=self.axes)
         return float(out) if np.ndim(out) == 0 else out
 
     def forward(self, x):
-        self.shape = np.shape(x)
+        self.shape = shape = np.shape(x)
+        self.dtype = _dtype(x)
+        axis, ndim = self.axis, len(shape)
+        if axis is None:
+            self.axes, self.n = None, math.prod(shape)
+            return self._reduce(x)
+        axes = []
+        for a in (axis,) if isinstance(axis, int) else axis:
+            if not -ndim <= a < ndim:
+                raise ValueError(f"axis {a} is out of range for an input of {ndim} "
+                                 f"dimension{'' if ndim == 1 else 's'} (shape {shape})")
+            a %= ndim
+            if a in axes:
+                raise ValueError(f"axis {axis!r} names axis {a} twice "
+                                 f"(input of shape {shape})")
+            axes.append(a)
+        self.axes = tuple(axes)
+        self.n = math.prod(shape[a] for a in axes)
         return self._reduce(x)
 
     def _spread(self, upstream):
-        if self.axis is not None:
-            upstream = np.expand_dims(upstream, self.axis)
-        out = np.empty(self.shape, dtype=np.result_type(upstream, float))
+        if self.axes is not None:
+            upstream = np.expand_dims(upstream, self.axes)
+        if not self.shape:
+            return float(upstream)
+        out = np.empty(self.shape, dtype=self.dtype)
         out[...] = upstream
-        return float(out) if out.ndim == 0 else out
+        return out
 
     def backward(self, upstream):
         return (self._spread(upstream),)
@@ -717,21 +1032,24 @@ class SumGate(Gate):
 
 @register
 class MeanGate(SumGate):
-    """mean: out = mean of x over axis (all elements when None), d/dx = 1/n"""
+    """mean: out = mean of x over axis (all elements when None), d/dx = 1/n
+    (n the number of elements averaged; an empty mean is nan)"""
 
     op, symbol = "mean", "mean"
 
     def forward(self, x):
-        self.shape = np.shape(x)
-        self.n = float(np.prod(self.shape) if self.axis is None
-                       else np.prod(np.array(self.shape)[np.array(self.axis)]))
-        return self._reduce(x) / self.n
+        total = super().forward(x)
+        with _quiet():
+            return total / self.n if self.n else total * _nan
 
     def backward(self, upstream):
-        return (self._spread(upstream / self.n),)
+        with _quiet():
+            return (self._spread(upstream / self.n if self.n else upstream * _nan),)
 
     def jvp(self, x_dot):
-        return self._reduce(np.broadcast_to(x_dot, self.shape)) / self.n
+        total = self._reduce(np.broadcast_to(x_dot, self.shape))
+        with _quiet():
+            return total / self.n if self.n else total * _nan
 
     def backward_gates(self, g, inputs, out, upstream):
         return (g.apply(SpreadGate(self.axis, mean=True), upstream, inputs[0]),)
@@ -761,21 +1079,27 @@ class SoftmaxCrossEntropy(Gate):
             raise ValueError("logits have no rows")
         if y.shape[0] != n:
             raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
-        idx = y.astype(np.intp)
-        # as unsigned, a negative label is huge: one max checks both ends
-        if idx.astype(np.uintp).max() >= classes or (y.dtype.kind == "f" and (idx != y).any()):
-            raise ValueError(f"labels must be integer classes in [0, {classes})")
-        shifted = z2 - z2.max(axis=1, keepdims=True)   # log-sum-exp: large logits are safe
-        e = np.exp(shifted)
-        total = e.sum(axis=1, keepdims=True)
-        rows = self.rows if len(self.rows) == n else np.arange(n)
-        self.labels = labels
-        self.shape = z.shape
-        self.rows, self.idx = rows, idx
-        self.e, self.total = e, total
-        return float(np.log(total).sum() - shifted[rows, idx].sum()) / n
+        t = _quiet_on()
+        try:
+            idx = y.astype(np.intp)
+            # as unsigned, a negative label is huge: one max checks both ends
+            if idx.astype(np.uintp).max() >= classes or \
+                    (y.dtype.kind == "f" and (idx != y).any()):
+                raise ValueError(f"labels must be integer classes in [0, {classes})")
+            shifted = z2 - z2.max(axis=1, keepdims=True)  # log-sum-exp: large logits are safe
+            e = np.exp(shifted)
+            total = e.sum(axis=1, keepdims=True)
+            rows = self.rows if len(self.rows) == n else np.arange(n)
+            self.labels = labels
+            self.shape = z.shape
+            self.rows, self.idx = rows, idx
+            self.e, self.total = e, total
+            return float(np.log(total).sum() - shifted[rows, idx].sum()) / n
+        finally:
+            _quiet_off(t)
 
     def _dlogits(self):
+        # cannot warn: e in [0, 1], total in [1, classes] (or nan, which numpy passes)
         n = len(self.idx)
         d = self.e / (self.total * n)
         d[self.rows, self.idx] -= 1.0 / n
@@ -784,11 +1108,13 @@ class SoftmaxCrossEntropy(Gate):
     def backward(self, upstream):
         d = self._dlogits()
         if upstream.__class__ is not float or upstream != 1.0:
-            d *= upstream
+            with _quiet():
+                d *= upstream
         return d, zeros_like(self.labels)
 
     def jvp(self, logits_dot, labels_dot):
-        return float(np.sum(self._dlogits() * logits_dot))
+        with _quiet():
+            return float(np.sum(self._dlogits() * logits_dot))
 
     def backward_gates(self, g, inputs, out, upstream):
         logits, labels = inputs      # (softmax - onehot) * upstream / batch, stable

@@ -1127,15 +1127,16 @@ class ComputationalGraph:
                              "(output " + repr(self.output.name) + ")")
         out = vals[plan.out]
         if seed is None:
-            seed = 1.0 if out.__class__ is float else np.ones(np.shape(out),
-                                                              dtype=np.result_type(out))
+            seed = 1.0 if out.__class__ is float else np.ones(np.shape(out), dtype=out.dtype)
         else:
             given = seed
             seed = as_value(seed, "backward's seed")
             if np.shape(seed) != np.shape(out):
                 raise GraphError(f"backward's seed has shape {np.shape(seed)}, expected the "
                                  f"shape {np.shape(out)} of output {plan.names[plan.out]!r}")
-            if seed is given and seed.__class__ is not float:
+            if seed.__class__ is not float and seed.dtype != out.dtype:
+                seed = seed.astype(out.dtype)       # a gradient has its node's dtype
+            elif seed is given and seed.__class__ is not float:
                 seed = seed.copy()              # the caller's array stays the caller's
         grads = plan.backward(vals, seed)
         run.set_grads(plan, grads)
