@@ -1128,52 +1128,75 @@ class SoftmaxCrossEntropy(Gate):
 # The gates that ge.grad's rules add besides the ones above: undoing broadcasting,
 # spreading a reduction's gradient, masks with no derivative, stable local
 # derivatives, and matmul's two vector-Jacobian products. Each has its own rule, so
-# a gradient graph can be differentiated again (and again).
+# a gradient graph can be differentiated again (and again). They follow the module's
+# numerics: silent array paths, NaN through the masks as through relu's and max's
+# partials, 0-d results as floats, and fresh arrays. A gate whose value is the
+# gradient of one of its inputs (sum_to, broadcast_to and spread of x, matmul_grad_a
+# of a, matmul_grad_b of b) computes it in that input's dtype, as ``fit`` and
+# matmul's backward do, so a gradient graph's gradients have their nodes' dtypes.
 
 def _shape(v):
     return v.shape if v.__class__ is np.ndarray else np.shape(v)
 
 
-def _reduce_to(u, shape):
-    """Sum ``u`` down to ``shape``, undoing numpy broadcasting."""
+def _dtype_of(x, u):
+    """The dtype of a result that is the gradient of ``x``: x's own for a float array,
+    else the (float) dtype of ``u``."""
+    if x.__class__ is np.ndarray and x.dtype.kind == "f":
+        return x.dtype
+    return _dtype(u)
+
+
+def _reduce_to(u, shape, dtype):
+    """A new array of ``u`` summed down to ``shape`` (undoing numpy broadcasting) in
+    ``dtype``; a float for shape ()."""
     ushape = _shape(u)
-    if ushape == shape:
-        return u
+    if ushape != shape:
+        try:
+            ok = np.broadcast_shapes(ushape, shape) == ushape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"cannot sum an array of shape {ushape} down to shape {shape}")
+    t = _quiet_on()
     try:
-        ok = np.broadcast_shapes(ushape, shape) == ushape
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"cannot sum an array of shape {ushape} down to shape {shape}")
-    lead = len(ushape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and ushape[lead + i] != 1)
-    total = np.sum(u, axis=axes)
-    return float(total) if shape == () else total.reshape(shape)
+        if shape == ():
+            return float(np.sum(u)) if ushape != () else float(u)
+        if ushape == shape:
+            return np.array(u, dtype=dtype)
+        lead = len(ushape) - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                          if n == 1 and ushape[lead + i] != 1)
+        return np.sum(u, axis=axes).reshape(shape).astype(dtype, copy=False)
+    finally:
+        _quiet_off(t)
 
 
-def _spread_to(u, shape):
-    """``u`` broadcast to ``shape``, as a new array (a float for shape ())."""
+def _spread_to(u, shape, dtype):
+    """``u`` broadcast to ``shape``, as a new array in ``dtype`` (a float for shape ())."""
     if shape == ():
         if _shape(u) != ():
             raise ValueError(f"cannot broadcast an array of shape {_shape(u)} to a scalar")
         return float(u)
-    kind = u.dtype.kind if u.__class__ is np.ndarray else ""
-    out = np.empty(shape, dtype=u.dtype if kind == "f" else np.float64)
-    out[...] = u
+    out = np.empty(shape, dtype=dtype)
+    t = _quiet_on()
+    try:
+        out[...] = u           # float64 to float32 may overflow to inf: silently
+    finally:
+        _quiet_off(t)
     return out
 
 
 def sum_to(g, u, x):
     """For ``backward_gates`` rules: the Node of ``u`` summed down to the shape of ``x``
-    (undoing numpy broadcasting; a copy-free no-op when the shapes already agree)."""
+    (undoing numpy broadcasting) in the dtype of ``x``, as ``fit`` gives a gradient."""
     return g.apply(SumToGate(), u, x)
 
 
 @register
 class SumToGate(Gate):
-    """sum_to: out = u summed down to the shape of x (undoing broadcasting);
-    d/du = upstream broadcast back to u's shape; x gives only its shape"""
+    """sum_to: out = u summed down to the shape of x (undoing broadcasting), in x's
+    dtype; d/du = upstream broadcast back to u's shape; x gives only its shape"""
 
     arity = 2
     op, symbol = "sum_to", "sum_to"
@@ -1181,15 +1204,17 @@ class SumToGate(Gate):
     def forward(self, u, x):
         self.u = u
         self.x = x
-        return _reduce_to(u, _shape(x))
+        self.dtype = _dtype_of(x, u)
+        return _reduce_to(u, _shape(x), self.dtype)
 
     def backward(self, upstream):
-        return _spread_to(upstream, _shape(self.u)), zeros_like(self.x)
+        u = self.u
+        return _spread_to(upstream, _shape(u), _dtype_of(u, upstream)), zeros_like(self.x)
 
     def jvp(self, u_dot, x_dot):
         if _shape(u_dot) != _shape(self.u):
-            u_dot = _spread_to(u_dot, _shape(self.u))
-        return _reduce_to(u_dot, _shape(self.x))
+            u_dot = np.broadcast_to(u_dot, _shape(self.u))
+        return _reduce_to(u_dot, _shape(self.x), self.dtype)
 
     def backward_gates(self, g, inputs, out, upstream):
         return g.apply(BroadcastToGate(), upstream, inputs[0]), None
@@ -1197,8 +1222,8 @@ class SumToGate(Gate):
 
 @register
 class BroadcastToGate(Gate):
-    """broadcast_to: out = a broadcast to the shape of x; d/da = upstream summed back
-    to a's shape; x gives only its shape"""
+    """broadcast_to: out = a broadcast to the shape of x, in x's dtype; d/da = upstream
+    summed back to a's shape; x gives only its shape"""
 
     arity = 2
     op, symbol = "broadcast_to", "broadcast"
@@ -1206,13 +1231,15 @@ class BroadcastToGate(Gate):
     def forward(self, a, x):
         self.a = a
         self.x = x
-        return _spread_to(a, _shape(x))
+        self.dtype = _dtype_of(x, a)
+        return _spread_to(a, _shape(x), self.dtype)
 
     def backward(self, upstream):
-        return _reduce_to(upstream, _shape(self.a)), zeros_like(self.x)
+        a = self.a
+        return _reduce_to(upstream, _shape(a), _dtype_of(a, upstream)), zeros_like(self.x)
 
     def jvp(self, a_dot, x_dot):
-        return _spread_to(a_dot, _shape(self.x))
+        return _spread_to(a_dot, _shape(self.x), self.dtype)
 
     def backward_gates(self, g, inputs, out, upstream):
         return sum_to(g, upstream, inputs[0]), None
@@ -1221,7 +1248,8 @@ class BroadcastToGate(Gate):
 @register
 class SpreadGate(Gate):
     """spread: out = u copied along axis to the shape of x, divided by the count when
-    mean (the backward of sum and mean); d/du = sum (mean) of upstream over axis"""
+    mean (the backward of sum and mean), in x's dtype; d/du = sum (mean) of upstream
+    over axis"""
 
     arity = 2
     op = "spread"
@@ -1242,19 +1270,30 @@ class SpreadGate(Gate):
         shape = self.shape
         if self.axis is not None:
             u = np.expand_dims(u, self.axis)
-        out = _spread_to(u, shape)
-        return out / self.n if self.mean else out
+        out = _spread_to(u, shape, self.dtype)
+        if not self.mean:
+            return out
+        if out.__class__ is float:
+            return out / self.n if self.n else out * _nan
+        with _quiet():
+            out /= self.n          # n = 0 (an empty spread) divides nothing
+        return out
 
     def forward(self, u, x):
+        self.u = u
         self.x = x
         self.shape = shape = _shape(x)
+        self.dtype = _dtype_of(x, u)
         self.n = float(np.prod(shape) if self.axis is None
                        else np.prod([shape[a] for a in np.atleast_1d(self.axis)]))
         return self._spread(u)
 
     def backward(self, upstream):
-        reduced = (np.mean if self.mean else np.sum)(upstream, axis=self.axis)
-        return (float(reduced) if np.ndim(reduced) == 0 else reduced), zeros_like(self.x)
+        with _quiet():
+            reduced = (np.mean if self.mean else np.sum)(upstream, axis=self.axis)
+        if np.ndim(reduced) == 0:
+            return float(reduced), zeros_like(self.x)
+        return reduced.astype(_dtype_of(self.u, upstream), copy=False), zeros_like(self.x)
 
     def jvp(self, u_dot, x_dot):
         return self._spread(u_dot)
@@ -1274,13 +1313,15 @@ class RowSumGate(Unary):
         if np.ndim(x) == 0:
             raise ValueError("rowsum needs an array of at least one dimension")
         self.x = x
-        return np.sum(x, axis=-1, keepdims=True)
+        with _quiet():
+            return np.sum(x, axis=-1, keepdims=True)
 
     def backward(self, upstream):
-        return (_spread_to(upstream, self.x.shape),)
+        return (_spread_to(upstream, self.x.shape, _dtype(self.x)),)
 
     def jvp(self, x_dot):
-        return np.sum(np.broadcast_to(x_dot, self.x.shape), axis=-1, keepdims=True)
+        with _quiet():
+            return np.sum(np.broadcast_to(x_dot, self.x.shape), axis=-1, keepdims=True)
 
     def backward_gates(self, g, inputs, out, upstream):
         return (g.apply(BroadcastToGate(), upstream, inputs[0]),)
@@ -1288,15 +1329,22 @@ class RowSumGate(Unary):
 
 @register
 class StepGate(Unary):
-    """step: out = 1 where x > 0, else 0 (relu's local derivative: 0 at 0); d/dx = 0"""
+    """step: out = 1 where x > 0, else 0 (relu's local derivative: 0 at 0, nan at a
+    nan, as relu's backward gives); d/dx = 0"""
 
     op, symbol = "step", "x>0"
 
     def forward(self, x):
         self.x = x
         if x.__class__ is float:
-            return 1.0 if x > 0.0 else 0.0
-        return (np.asarray(x) > 0).astype(np.result_type(x, np.float32))
+            return 1.0 if x > 0.0 else (0.0 if x <= 0.0 else x)       # x: the nan
+        if getattr(x, "dtype", None) is None or x.dtype.kind != "f":
+            x = np.asarray(x, dtype=float)
+        d = np.sign(np.maximum(x, 0.0))     # 1, 0 or nan (relu's partial)
+        if d.ndim == 0:
+            return float(d) + 0.0
+        d += 0.0                            # -0.0 becomes 0.0
+        return d
 
     def backward(self, upstream):
         return (zeros_like(self.x),)
@@ -1311,7 +1359,8 @@ class StepGate(Unary):
 @register
 class MaxMaskGate(Binary):
     """max_mask: out = 1 where x > y, 0.5 where x == y, 0 where x < y (x's share of
-    max's gradient, split equally on a tie); d/dx = d/dy = 0"""
+    max's gradient, split equally on a tie; nan where x or y is nan, as max's
+    backward gives); d/dx = d/dy = 0"""
 
     op, symbol = "max_mask", "x>y"
 
@@ -1319,9 +1368,20 @@ class MaxMaskGate(Binary):
         self.x = x
         self.y = y
         if x.__class__ is float and y.__class__ is float:
-            self.out = 1.0 if x > y else 0.0 if x < y else 0.5 if x == y else 0.0
-        else:
-            self.out = (x > y) + 0.5 * (np.asarray(x) == y)
+            self.out = 1.0 if x > y else 0.0 if x < y else 0.5 if x == y else _nan
+            return self.out
+        dtype = np.result_type(x, y)
+        if dtype.kind != "f":
+            dtype = np.dtype(float)
+        with _quiet():
+            out = np.array(np.greater(x, y), dtype=dtype)       # arrays, also for 0-d
+            half = np.array(np.equal(x, y), dtype=dtype)
+            half *= 0.5
+            out += half
+            nan = np.isnan(x) | np.isnan(y)
+            if nan.any():
+                out[nan] = _nan
+        self.out = float(out) if out.ndim == 0 else out
         return self.out
 
     def backward(self, upstream):
@@ -1344,16 +1404,20 @@ class SigmoidGradGate(Unary):
     def forward(self, x):
         self.x = x
         if x.__class__ is float:
-            e = _exp(-abs(x))
+            e = _exp(-abs(x))                # never overflows: -|x| <= 0
+            self.out = e / ((1.0 + e) * (1.0 + e))
         else:
-            e = np.exp(-np.abs(x))
-        self.out = e / ((1.0 + e) * (1.0 + e))
+            with _quiet():
+                e = np.exp(-np.abs(x))
+                self.out = e / ((1.0 + e) * (1.0 + e))
         return self.out
 
     def partial(self):
         x = self.x
-        t = math.tanh(0.5 * x) if x.__class__ is float else np.tanh(0.5 * x)
-        return -self.out * t
+        if x.__class__ is float:
+            return -self.out * math.tanh(0.5 * x)
+        with _quiet():
+            return -self.out * np.tanh(0.5 * x)
 
     def backward_gates(self, g, inputs, out, upstream):
         slope = g.neg(g.mul(out, g.tanh(g.mul(0.5, inputs[0]))))
@@ -1370,13 +1434,15 @@ class SoftmaxGate(Unary):
     def forward(self, x):
         if np.ndim(x) == 0:
             raise ValueError("softmax needs an array of at least one dimension")
-        e = np.exp(x - np.max(x, axis=-1, keepdims=True))
-        self.out = e / np.sum(e, axis=-1, keepdims=True)
+        with _quiet():
+            e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+            self.out = e / np.sum(e, axis=-1, keepdims=True)
         return self.out
 
     def _product(self, v):          # the Jacobian is symmetric: one product, both modes
-        sv = self.out * v
-        return sv - self.out * np.sum(sv, axis=-1, keepdims=True)
+        with _quiet():
+            sv = self.out * v
+            return sv - self.out * np.sum(sv, axis=-1, keepdims=True)
 
     def backward(self, upstream):
         return (self._product(upstream),)
@@ -1392,7 +1458,7 @@ class SoftmaxGate(Unary):
 @register
 class OneHotGate(Binary):
     """one_hot: out[i, label_i] = 1, else 0, shaped like the logits ((classes,) or
-    (batch, classes)); no derivative"""
+    (batch, classes)) and in their dtype; no derivative"""
 
     op, symbol = "one_hot", "onehot"
 
@@ -1405,18 +1471,19 @@ class OneHotGate(Binary):
         y = np.asarray(labels).reshape(-1)
         if y.shape[0] != n:
             raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
-        with np.errstate(invalid="ignore"):
+        with _quiet():
             idx = y.astype(np.intp)
         if n and (idx.astype(np.uintp).max() >= classes or (idx != y).any()):
             raise ValueError(f"labels must be integer classes in [0, {classes})")
-        out = np.zeros((n, classes), dtype=np.result_type(logits, np.float32))
+        out = np.zeros((n, classes), dtype=_dtype(logits))
         out[np.arange(n), idx] = 1.0
         self.labels = labels
+        self.logits = logits
         self.out = out.reshape(shape)
         return self.out
 
     def backward(self, upstream):
-        return zeros_like(self.labels), zeros_like(self.out)
+        return zeros_like(self.labels), zeros_like(self.logits)
 
     def jvp(self, labels_dot, logits_dot):
         return zeros_like(self.out)
@@ -1426,20 +1493,26 @@ class OneHotGate(Binary):
 
 
 def _matmul_vjp(a, b, u, k):
-    """The gradient of <u, a @ b> with respect to a (k = 0) or b (k = 1)."""
+    """The gradient of <u, a @ b> with respect to a (k = 0) or b (k = 1), in the dtype
+    of that one (silent: matmul's backward is)."""
     gate = MatMulGate()
     gate.a, gate.b = np.asarray(a), np.asarray(b)
     return gate.backward(u, need=(k == 0, k == 1))[k]
 
 
-def _float0(v):
-    return float(v) if np.ndim(v) == 0 else v
+def _matmul_like(p, q, like):
+    """p @ q in the dtype of ``like`` (a float for a 0-d product), silently."""
+    with _quiet():
+        out = np.matmul(p, q)
+        if np.ndim(out) == 0:
+            return float(out)
+        return out.astype(_dtype_of(like, out), copy=False)
 
 
 @register
 class MatMulGradA(Gate):
-    """matmul_grad_a: out = u @ b^T (summed to a's shape), the gradient of <u, a @ b>
-    with respect to a; bilinear in u and b, a gives only its shape"""
+    """matmul_grad_a: out = u @ b^T (summed to a's shape, in a's dtype), the gradient
+    of <u, a @ b> with respect to a; bilinear in u and b, a gives only its shape"""
 
     arity = 3
     op, symbol = "matmul_grad_a", "@bᵀ"
@@ -1449,11 +1522,12 @@ class MatMulGradA(Gate):
         return _matmul_vjp(a, b, u, 0)
 
     def backward(self, upstream):
-        return (_float0(np.matmul(upstream, self.b)), _matmul_vjp(upstream, self.b, self.u, 1),
-                zeros_like(self.a))
+        return (_matmul_like(upstream, self.b, self.u),
+                _matmul_vjp(upstream, self.b, self.u, 1), zeros_like(self.a))
 
     def jvp(self, u_dot, b_dot, a_dot):
-        return _matmul_vjp(self.a, self.b, u_dot, 0) + _matmul_vjp(self.a, b_dot, self.u, 0)
+        with _quiet():
+            return _matmul_vjp(self.a, self.b, u_dot, 0) + _matmul_vjp(self.a, b_dot, self.u, 0)
 
     def backward_gates(self, g, inputs, out, upstream):
         u, b, _ = inputs
@@ -1462,8 +1536,8 @@ class MatMulGradA(Gate):
 
 @register
 class MatMulGradB(Gate):
-    """matmul_grad_b: out = a^T @ u (summed to b's shape), the gradient of <u, a @ b>
-    with respect to b; bilinear in a and u, b gives only its shape"""
+    """matmul_grad_b: out = a^T @ u (summed to b's shape, in b's dtype), the gradient
+    of <u, a @ b> with respect to b; bilinear in a and u, b gives only its shape"""
 
     arity = 3
     op, symbol = "matmul_grad_b", "aᵀ@"
@@ -1474,10 +1548,11 @@ class MatMulGradB(Gate):
 
     def backward(self, upstream):
         return (_matmul_vjp(self.a, upstream, self.u, 0),
-                _float0(np.matmul(self.a, upstream)), zeros_like(self.b))
+                _matmul_like(self.a, upstream, self.u), zeros_like(self.b))
 
     def jvp(self, a_dot, u_dot, b_dot):
-        return _matmul_vjp(a_dot, self.b, self.u, 1) + _matmul_vjp(self.a, self.b, u_dot, 1)
+        with _quiet():
+            return _matmul_vjp(a_dot, self.b, self.u, 1) + _matmul_vjp(self.a, self.b, u_dot, 1)
 
     def backward_gates(self, g, inputs, out, upstream):
         a, u, _ = inputs
@@ -1494,10 +1569,11 @@ class SeedGate(Unary):
     def forward(self, x):
         if _shape(x) != ():
             raise ValueError(f"a gradient graph needs a scalar output, got shape {_shape(x)}")
+        self.x = x
         return 1.0
 
     def backward(self, upstream):
-        return (0.0,)
+        return (zeros_like(self.x),)
 
     def jvp(self, x_dot):
         return 0.0

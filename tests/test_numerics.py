@@ -16,6 +16,7 @@ import graphengine as ge
 from graphengine import gates as G
 
 inf, nan = math.inf, math.nan
+f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
 GRID = [0.0, -0.0, inf, -inf, nan, 1e300, -1e300, 5e-324, -5e-324, 1e-310, -1e-310,
         1.0, -1.0, 2.5, -2.5, -8.0, 0.5]
 PAIR_GRID = [0.0, -0.0, inf, -inf, nan, 1e300, -1e300, 5e-324, 1e-310, -1e-310,
@@ -87,6 +88,23 @@ UNARY = {
     "sum": (G.SumGate, np.sum, lambda x, u: [u], lambda x, t: np.sum(t)),
     "mean": (G.MeanGate, np.mean, lambda x, u: [u], lambda x, t: np.mean(t)),
 }
+# the backward gates ge.grad adds: step is relu's partial (nan at a nan), seed starts a
+# gradient graph (1 for any scalar); neither has a derivative (0, reading nothing)
+UNARY["step"] = (G.StepGate, _relu_partial, lambda x, u: [np.zeros_like(x)],
+                 lambda x, t: np.zeros_like(x))
+UNARY["seed"] = (G.SeedGate, np.ones_like, lambda x, u: [np.zeros_like(x)],
+                 lambda x, t: np.zeros_like(x))
+
+
+def _sigmoid_grad(x):
+    e = np.exp(-np.abs(x))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+UNARY["sigmoid_grad"] = _unary(G.SigmoidGradGate, _sigmoid_grad,
+                               lambda x: -_sigmoid_grad(x) * np.tanh(0.5 * x))
+# seed takes a scalar only (a gradient graph's output): no 1-element array path
+SCALAR_ONLY = {"seed"}
 for _p in POW_P:
     UNARY[f"pow{_p:g}"] = _unary(lambda p=_p: G.PowGate(p), lambda x, p=_p: np.power(x, p),
                                  _pow_partial(_p))
@@ -105,8 +123,28 @@ BINARY = {
             lambda x, y, u: [u * (2.0 * (x - y)), -(u * (2.0 * (x - y)))],
             lambda x, y, tx, ty: np.sum((2.0 * (x - y)) * (tx - ty))),
 }
+
+
+def _shape_giver(make):
+    """sum_to, broadcast_to, spread on equal shapes: out = u; d/du = upstream; the
+    second input gives only its shape (its derivative 0 reads nothing)."""
+    return (make, lambda u, x: u, lambda u, x, g: [g, np.zeros_like(x)],
+            lambda u, x, tu, tx: tu)
+
+
+BINARY.update({
+    # max's share for x: 1, 0.5 on a tie, 0; nan where max's partial is nan
+    "max_mask": (G.MaxMaskGate, lambda x, y: _max_partials(x, y)[0],
+                 lambda x, y, u: [np.zeros_like(x), np.zeros_like(y)],
+                 lambda x, y, tx, ty: np.zeros_like(x)),
+    "sum_to": _shape_giver(G.SumToGate),
+    "broadcast_to": _shape_giver(G.BroadcastToGate),
+    "spread": _shape_giver(G.SpreadGate),
+    "spread_mean": _shape_giver(lambda: G.SpreadGate(mean=True)),   # n = 1
+})
 # gates with no float path: compared on 1-element arrays with numpy only (below)
-ARRAY_ONLY = {"matmul", "softmax_cross_entropy"}
+ARRAY_ONLY = {"matmul", "softmax_cross_entropy", "rowsum", "softmax", "one_hot",
+              "transpose", "matmul_grad_a", "matmul_grad_b"}
 
 
 def test_every_registered_gate_is_in_the_special_values_table():
@@ -151,6 +189,8 @@ def check_paths(label, make, xs, u, ts, value, grads, tangent, problems):
             "0-d": ([np.array(x) for x in xs], np.array(u), [np.array(t) for t in ts]),
             "1-element": ([a(x) for x in xs], a(u), [a(t) for t in ts])}
     for path, (ins, up, tans) in runs.items():
+        if path == "1-element" and label in SCALAR_ONLY:
+            continue
         out, gs, tan = run_gate(make, ins, up, tans)
         if path == "float":
             kinds = [type(out)] + [type(g) for g in gs] + [type(tan)]
@@ -244,6 +284,98 @@ def test_softmax_cross_entropy_with_special_logits_follows_its_formula():
     assert not problems, "\n".join(problems[:20])
 
 
+def _array_only_cases(x, y):
+    """(label, gate, inputs, upstream, tangents, numpy's value, grads, tangent) for the
+    backward gates with no float path, at the special values x, y."""
+    xy, t2 = np.array([[x, y]]), np.array([[0.5, -2.0]])
+    u2 = np.array([[-0.5, 1.0]])
+    e = np.exp(xy - xy.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+
+    def soft(v):
+        return p * v - p * np.sum(p * v, axis=-1, keepdims=True)
+
+    col, row, u11 = np.array([[x]]), np.array([[y]]), np.array([[-0.5]])
+    ta, tb, tu = np.array([[0.5]]), np.array([[-2.0]]), np.array([[1.5]])
+    return [
+        ("rowsum", G.RowSumGate(), [xy], u11, [t2], xy.sum(axis=-1, keepdims=True),
+         [np.broadcast_to(u11, (1, 2))], t2.sum(axis=-1, keepdims=True)),
+        ("softmax", G.SoftmaxGate(), [xy], u2, [t2], p, [soft(u2)], soft(t2)),
+        ("transpose", G.TransposeGate(), [xy], u2.T, [t2], xy.T, [u2], t2.T),
+        # one_hot of label 1: no derivative whatever the logits
+        ("one_hot", G.OneHotGate(), [np.array([1.0]), xy], u2, [np.zeros(1), t2],
+         np.array([[0.0, 1.0]]), [np.zeros(1), np.zeros((1, 2))], np.zeros((1, 2))),
+        # <u, a @ b> for 1x1 a = x, b = y, u = -0.5: grad_a = u @ b.T, grad_b = a.T @ u
+        ("matmul_grad_a", G.MatMulGradA(), [col, row, np.ones((1, 1))], tu, [tu, tb, ta],
+         np.matmul(col, row.T), [np.matmul(tu, row), np.matmul(tu.T, col), np.zeros((1, 1))],
+         np.matmul(tu, row.T) + np.matmul(col, tb.T)),
+        ("matmul_grad_b", G.MatMulGradB(), [col, row, np.ones((1, 1))], tu, [ta, tu, tb],
+         np.matmul(col.T, row), [np.matmul(row, tu.T), np.matmul(col, tu), np.zeros((1, 1))],
+         np.matmul(ta.T, row) + np.matmul(col.T, tu)),
+    ]
+
+
+def test_backward_gates_without_a_float_path_follow_numpy_at_special_values():
+    problems = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in itertools.product(PAIR_GRID, PAIR_GRID):
+            with np.errstate(all="ignore"):
+                cases = _array_only_cases(x, y)
+            for label, gate, ins, up, tans, value, grads, tangent in cases:
+                got = [gate.forward(*ins), *gate.backward(up), gate.jvp(*tans)]
+                want = [value, *grads, tangent]
+                for k, (g_, w_) in enumerate(zip(got, want, strict=True)):
+                    g_, w_ = np.asarray(g_), np.asarray(w_)
+                    if g_.shape != w_.shape or not all(
+                            same(p, q) for p, q in zip(g_.ravel(), w_.ravel(), strict=True)):
+                        problems.append(f"{label} at {x}, {y}: result {k} {g_.tolist()}, "
+                                        f"numpy gives {w_.tolist()}")
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_one_hot_refuses_special_labels():
+    for v in PAIR_GRID:
+        gate = G.OneHotGate()
+        if v in (0.0, 1.0):                      # -0.0 == 0.0: class 0
+            assert gate.forward(np.array([v]), np.zeros((1, 2)))[0, int(v)] == 1.0
+        else:
+            with pytest.raises(ValueError, match=r"labels must be integer classes in "
+                                                 r"\[0, 2\)"):
+                gate.forward(np.array([v]), np.zeros((1, 2)))
+
+
+def test_gradient_graphs_carry_nan_as_backward_does():
+    # relu's and max's gradient graphs use step and max_mask: at a nan they give the
+    # nan that backward gives, not a 0 from a comparison that is false
+    for build in (lambda g, x: g.relu(x), lambda g, x: g.max(x, g.constant(1.0)),
+                  lambda g, x: g.max(g.constant(1.0), x)):
+        for feed in (nan, np.array([nan, 2.0, -3.0])):
+            g = ge.ComputationalGraph()
+            g.sum(build(g, g.input("x")))
+            g.forward(x=feed)
+            first = g.backward()["x"]
+            graph = ge.grad(g, "x").forward(x=feed)
+            np.testing.assert_array_equal(graph, first)
+            assert np.isnan(graph).any()
+
+
+def test_sum_to_gives_the_dtype_of_the_input_it_is_the_gradient_of():
+    # fit does the same: a float64 upstream summed to a float32 x is float32
+    u, x32 = np.ones((3, 4)), np.ones(4, dtype=f32)
+    gate = G.SumToGate()
+    out = gate.forward(u, x32)
+    assert out.dtype == f32 and (out == 3).all()
+    du, dx = gate.backward(np.ones(4, dtype=f32))
+    assert du.dtype == f64 and du.shape == (3, 4) and dx.dtype == f32
+    assert gate.jvp(np.ones((3, 4)), np.zeros(4, dtype=f32)).dtype == f32
+    same_shape = np.ones(4, dtype=f32)
+    assert not np.shares_memory(G.SumToGate().forward(same_shape, x32), same_shape)
+    gate = G.BroadcastToGate()
+    out = gate.forward(np.ones(4), np.ones((3, 4), dtype=f32))
+    assert out.dtype == f32 and gate.backward(out)[0].dtype == f64
+
+
 # ---------------------------------------------------------------- the reported cases
 
 @pytest.mark.parametrize("make, xs, want", [
@@ -299,6 +431,14 @@ def test_reported_float_derivatives():
     (G.MaxGate, (2.0, nan), [True, True]),
     (G.PowerGate, (nan, 2.0), [True, True]),
     (G.MSELoss, (nan, 2.0), [True, True]),
+    (G.SigmoidGradGate, (nan,), [True]),
+    # masks and shape-givers of ge.grad: no derivative of their own (0, reading nothing)
+    (G.StepGate, (nan,), [False]),
+    (G.MaxMaskGate, (nan, 2.0), [False, False]),
+    (G.SumToGate, (nan, 2.0), [False, False]),     # d/du = upstream, x gives a shape
+    (G.BroadcastToGate, (nan, 2.0), [False, False]),
+    (G.SpreadGate, (nan, 2.0), [False, False]),
+    # (seed takes a scalar only; its float path at nan is in the UNARY table)
 ])
 def test_nan_reaches_the_derivatives_whose_formula_reads_it(make, xs, nan_grads):
     for convert in (float, a):
@@ -349,6 +489,35 @@ def test_array_paths_are_silent_like_the_float_paths(op):
             gate.jvp(np.stack([x, y]), np.zeros(2))
             with pytest.raises(ValueError, match="labels must be integer classes"):
                 gate.forward(np.stack([x, y]), np.array([nan, inf]))
+        elif op in ("rowsum", "softmax", "transpose"):
+            gate = G.GATES[op]()
+            xy = np.stack([x, y])
+            out = gate.forward(xy)
+            gate.backward(np.full(np.shape(out), 1e300))
+            gate.jvp(np.full((2, 10), 1e300))
+        elif op == "one_hot":
+            gate = G.OneHotGate()
+            gate.forward(np.array([0.0, 9.0]), np.stack([x, y]))
+            gate.backward(np.full((2, 10), 1e300))
+            gate.jvp(np.zeros(2), np.stack([x, y]))
+            with pytest.raises(ValueError, match="labels must be integer classes"):
+                gate.forward(np.array([nan, inf]), np.stack([x, y]))
+        elif op in ("matmul_grad_a", "matmul_grad_b"):
+            # the gradients of <u, a @ b> for a (10, 1), b (1, 10), u (10, 10)
+            a_, b_, u_ = x[:, None], y[None, :], np.tile(x, (10, 1))
+            if op == "matmul_grad_a":
+                gate, ins = G.MatMulGradA(), (u_, b_, a_)
+            else:
+                gate, ins = G.MatMulGradB(), (a_, u_, b_)
+            out = gate.forward(*ins)
+            gate.backward(np.full(np.shape(out), 1e300))
+            gate.jvp(*[np.full(np.shape(v), 1e300) for v in ins])
+        elif op == "seed":                           # a scalar only
+            for v in x:
+                gate = G.SeedGate()
+                gate.forward(v)
+                gate.backward(1e300)
+                gate.jvp(1e300)
         else:
             cls = G.GATES[op]
             gate = cls(p=-3.0) if op == "pow" else cls()
@@ -540,7 +709,6 @@ def test_register_checks_its_argument(cls, match):
 
 # ---------------------------------------------------------------- dtypes
 
-f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
 DRAW = np.random.default_rng(7)
 
 
@@ -555,6 +723,16 @@ def f32_inputs(op):
         "sum": (lambda: G.SumGate(axis=1), [nrm]), "mean": (lambda: G.MeanGate(axis=0), [nrm]),
         "softmax_cross_entropy": (G.SoftmaxCrossEntropy,
                                   [nrm, np.array([0, 3, 1], dtype=f32)]),
+        # the gates of backward passes, on the shapes their rules give them
+        "broadcast_to": (G.BroadcastToGate, [DRAW.normal(size=(4,)).astype(f32), nrm]),
+        "spread": (lambda: G.SpreadGate(axis=0, mean=True),
+                   [DRAW.normal(size=(4,)).astype(f32), nrm]),
+        "one_hot": (G.OneHotGate, [np.array([0, 3, 1], dtype=f32), nrm]),
+        "seed": (G.SeedGate, [np.float32(1.5)]),      # a scalar: a float in the graph
+        "matmul_grad_a": (G.MatMulGradA, [DRAW.normal(size=(3, 2)).astype(f32),
+                                          DRAW.normal(size=(4, 2)).astype(f32), nrm]),
+        "matmul_grad_b": (G.MatMulGradB, [nrm, DRAW.normal(size=(3, 2)).astype(f32),
+                                          DRAW.normal(size=(4, 2)).astype(f32)]),
     }
     if op in table:
         return table[op]
@@ -606,19 +784,26 @@ def test_float32_stays_float32_through_values_gradients_and_tangents(op, first):
     assert type(out.grad) is type(grads["out"])
 
 
+# gates whose value is the gradient of their input k (as fit gives it): its dtype
+GRADIENT_OF = {"sum_to": 1, "broadcast_to": 1, "spread": 1, "matmul_grad_a": 2,
+               "matmul_grad_b": 2}
+
+
 @pytest.mark.parametrize("op", BUILTIN_OPS)
 def test_mixed_float32_float64_follow_numpy_promotion(op):
     make, xs = f32_inputs(op)
     if len(xs) == 1 or op == "softmax_cross_entropy":
         xs = [xs[0].astype(f64)] + xs[1:]       # float64 logits, float32 labels
     else:
-        xs = [xs[0], xs[1].astype(f64)]
+        xs = [xs[0], xs[1].astype(f64), *xs[2:]]
     g = ge.ComputationalGraph()
     leaves = [g.input(f"v{k}") for k in range(len(xs))]
     g.apply(make(), *leaves, name="out")
     value = g.forward({f"v{k}": x for k, x in enumerate(xs)})
     if np.ndim(value):
-        assert value.dtype == np.result_type(*xs)
+        # a gate whose value is the gradient of one input has that input's dtype
+        want = xs[GRADIENT_OF[op]].dtype if op in GRADIENT_OF else np.result_type(*xs)
+        assert value.dtype == want, f"{op}: value {value.dtype}, want {want}"
     grads = g.backward()
     tangents = g.jvp({f"v{k}": np.ones(np.shape(x), dtype=f32) for k, x in enumerate(xs)})
     check_dtypes(g, {n.name: n.value for n in g.nodes()}, grads, tangents)
@@ -709,7 +894,9 @@ def check_random_floats(op, x, y, u, p):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         f_out, f_grads, f_tan = run_gate(make, list(xs), u, list(ts))
-        a_out, a_grads, a_tan = run_gate(make, [a(v) for v in xs], a(u), [a(t) for t in ts])
+        arr = np.array if op in SCALAR_ONLY else a     # seed: a 0-d array, not (1,)
+        a_out, a_grads, a_tan = run_gate(make, [arr(v) for v in xs], arr(u),
+                                         [arr(t) for t in ts])
     scales = [1.0, 1.0] + [abs(u)] * arity
     for name, fv, av, scale in zip(["value", "tangent", *[f"grad{k}" for k in range(arity)]],
                                    [f_out, f_tan, *f_grads], [a_out, a_tan, *a_grads], scales,
