@@ -146,8 +146,79 @@ def random_dag(seed):
     return g
 
 
+def neuron():
+    """The CS231n sigmoid neuron, staged: f = 1 / (1 + exp(-(w0 x0 + w1 x1 + w2)))."""
+    g = ComputationalGraph()
+    w0, x0, w1, x1, w2 = (g.input(n) for n in ("w0", "x0", "w1", "x1", "w2"))
+    dot = g.add(g.add(w0 * x0, w1 * x1, name="s"), w2, name="dot")
+    g.div(1.0, g.add(1.0, g.exp(g.neg(dot, name="m"), name="e"), name="d"), name="f")
+    return g, dict(w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)
+
+
+def mlp_loss():
+    g = ComputationalGraph()
+    out = ge.nn.mlp(g, g.input("x"), [2, 3, 1], activation="tanh")
+    g.mse(out, g.input("target"), name="loss")
+    return g, dict(x=np.array([[0.5, -0.2]]), target=np.array([[1.0]]))
+
+
+def sigmoid_layer():
+    """A sigmoid unit and a loss: its gradient graph has sigmoid_grad and a dsigmoid."""
+    g = ComputationalGraph()
+    x, w, b = g.input("x"), g.parameter("w", 0.7), g.parameter("b", -0.2)
+    z = g.add(g.mul(x, w), b, name="z")
+    g.mse(g.sigmoid(z) * 2.0 + z, g.input("t"), name="loss")
+    return g, dict(x=0.5, t=0.3)
+
+
+def _run(h, feed):
+    h.forward(feed)
+    h.backward()
+    return h
+
+
+def grad_circuit():
+    g = circuit()
+    return _run(ge.grad(g, "x"), dict(x=-2.0, y=5.0, z=-4.0))
+
+
+def grad_neuron():
+    g, feed = neuron()
+    return _run(ge.grad(g, "w0"), feed)
+
+
+def grad_mlp_loss():
+    g, feed = mlp_loss()
+    return _run(ge.grad(g, "W1"), feed)
+
+
+def grad_grad_sigmoid():
+    g = ComputationalGraph()
+    g.sigmoid(g.input("x"), name="s")
+    return _run(ge.grad(ge.grad(g, "x"), "x"), dict(x=0.5))
+
+
+def imported_gradient_graph():
+    """An exported gradient graph read back (``from_onnx``)."""
+    g, feed = sigmoid_layer()
+    h = ge.grad(g, "x")
+    h.forward(feed)
+    k = ComputationalGraph.from_onnx(ge.export.to_onnx(h))
+    return _run(k, feed)
+
+
+def imported_torch():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    g = ComputationalGraph.from_torch(net, {"input": torch.zeros(2, 3)})
+    g.set_output(g.sum(g.output))
+    return _run(g, dict(input=np.random.default_rng(0).normal(size=(2, 3))))
+
+
 CORPUS = [circuit, left_fold, mlp_cross_entropy, mlp_mse, network_221, network_241,
-          chain_reusing_input, one_over_one_plus_e]
+          chain_reusing_input, one_over_one_plus_e, grad_circuit, grad_neuron, grad_mlp_loss,
+          grad_grad_sigmoid, imported_gradient_graph, imported_torch]
 
 
 # ---------------------------------------------------------------- reading the artists back
@@ -177,6 +248,13 @@ def _extent(box):
     return [box.x0, box.y0, box.x1, box.y1]
 
 
+def _ends(gid, nodes):
+    """The two ends of an arrow from its gid ``edge:u:v:slot`` (names may hold ':')."""
+    body = gid[len("edge:"):].rsplit(":", 1)[0]
+    splits = [(body[:i], body[i + 1:]) for i, c in enumerate(body) if c == ":"]
+    return next((u, v) for u, v in splits if (u == "" or u in nodes) and v in nodes)
+
+
 def check_geometry(ax):
     fig = ax.figure
     fig.canvas.draw()
@@ -193,7 +271,10 @@ def check_geometry(ax):
     problems = []
     frame = fig.bbox
     for edge in edges:
-        _, u, v, _ = edge.get_gid().split(":")
+        u, v = _ends(edge.get_gid(), nodes)
+        *_, a, b = edge._path_original.vertices       # the piece the head points along
+        if np.hypot(*(b - a)) < 0.02:
+            problems.append(f"arrow {u} -> {v} has no direction at its head (drawn headless)")
         pts = _points(edge.get_path(), ax.transData)
         if (pts.min(axis=0) < (frame.x0 - 1, frame.y0 - 1)).any() or \
                 (pts.max(axis=0) > (frame.x1 + 1, frame.y1 + 1)).any():
@@ -237,9 +318,33 @@ def assert_clean(ax):
 @pytest.mark.parametrize("make", CORPUS, ids=lambda f: f.__name__)
 def test_corpus_is_drawn_cleanly(make):
     g = make()
-    nodes, edges = assert_clean(g.draw())
+    nodes, edges = assert_clean(g.draw(max_nodes=None))      # every node, however wide
     assert set(nodes) == set(g.dag)
     assert len(edges) == g.dag.number_of_edges()
+
+
+def long_chain():
+    return chain_reusing_input(43)
+
+
+@pytest.mark.parametrize("make", [chain_reusing_input, long_chain, grad_mlp_loss],
+                         ids=lambda f: f.__name__)
+def test_a_long_graph_is_drawn_as_an_overview_no_wider_than_the_cap(make):
+    # a 43-node chain reusing its input was drawn whole, 59 inches wide: unreadable
+    g = make()
+    whole = ge.draw.figure(g, max_nodes=None).get_size_inches()[0]
+    assert whole > ge.draw.MAX_WIDTH
+    ax = g.draw()
+    nodes, _ = assert_clean(ax)
+    width = ax.figure.get_size_inches()[0]
+    assert width <= ge.draw.MAX_WIDTH + 1.0
+    assert g.output.name in nodes and 8 <= len(nodes) < len(g)
+    note = next(t.get_text() for t in ax.texts if t.get_gid() == "note")
+    assert f"(of {len(g)}; the whole graph would be {whole - 0.3:.0f} inches wide)" in note \
+        or "the whole graph would be" in note
+    assert "g.draw(max_nodes=None) draws them all" in note
+    for k in (0, 3):            # the backward, step by step, is the same overview
+        assert set(assert_clean(g.draw(step=k))[0]) == set(nodes)
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -314,3 +419,15 @@ def test_the_checker_sees_an_arrow_through_a_node():
     edge._path_original = Path([(fx - 1, fy), (fx + 1, fy)])
     problems, _, _ = check_geometry(ax)
     assert any("crosses node add_8" in p for p in problems)
+
+
+def test_every_arrow_ends_with_a_straight_piece_that_gives_its_head(monkeypatch):
+    # the arrow into the seed of a gradient graph (the widest node of its column)
+    # ended with a piece of length 0 and was drawn without its head
+    g = grad_circuit()
+    edge = next(p for p in g.draw().patches if p.get_gid() == "edge:f:df:0")
+    *_, a, b = edge._path_original.vertices
+    assert b[0] - a[0] >= ge.layout.HEAD * 0.99 and a[1] == b[1]
+    monkeypatch.setattr(ge.layout, "HEAD", 0.0)
+    problems, _, _ = check_geometry(g.draw())
+    assert "arrow f -> df has no direction at its head (drawn headless)" in problems
