@@ -171,6 +171,30 @@ def sigmoid_layer():
     return g, dict(x=0.5, t=0.3)
 
 
+def notebook04():
+    """Notebook 04's network: y - a2 into a square, 0.5 * sum (a y -> sub arrow was
+    seen arcing past a sigmoid)."""
+    rng = np.random.default_rng(0)
+    g = ComputationalGraph()
+    a = g.input("x")
+    for k, (n_in, n_out) in enumerate([(3, 4), (4, 2)], start=1):
+        z = g.add(g.parameter(f"W{k}", rng.normal(size=(n_out, n_in))) @ a,
+                  g.parameter(f"b{k}", rng.normal(size=(n_out, 1))), name=f"z{k}")
+        a = g.sigmoid(z, name=f"a{k}")
+    g.mul(0.5, g.sum(g.pow(g.sub(g.input("y"), a), 2)), name="C")
+    return _run(g, dict(x=rng.normal(size=(3, 1)), y=np.array([[1.0], [0.0]])))
+
+
+def label_minus_out():
+    """Notebook 03's output unit: err = 0.8 - out, the constant first."""
+    g = ComputationalGraph()
+    h = g.input("h")
+    out = g.sigmoid(h @ g.parameter("W2", np.array([[0.6], [0.7]])) + g.parameter("b2", 0.3),
+                    name="out")
+    g.pow(g.sub(g.constant(0.8, name="label"), out, name="err"), 2, name="loss")
+    return _run(g, dict(h=np.array([[0.6, 0.615]])))
+
+
 def _run(h, feed):
     h.forward(feed)
     h.backward()
@@ -218,7 +242,8 @@ def imported_torch():
 
 CORPUS = [circuit, left_fold, mlp_cross_entropy, mlp_mse, network_221, network_241,
           chain_reusing_input, one_over_one_plus_e, grad_circuit, grad_neuron, grad_mlp_loss,
-          grad_grad_sigmoid, imported_gradient_graph, imported_torch]
+          grad_grad_sigmoid, imported_gradient_graph, imported_torch, notebook04,
+          label_minus_out]
 
 
 # ---------------------------------------------------------------- reading the artists back
@@ -327,7 +352,9 @@ def long_chain():
     return chain_reusing_input(43)
 
 
-@pytest.mark.parametrize("make", [chain_reusing_input, long_chain, grad_mlp_loss],
+@pytest.mark.parametrize("make", [long_chain,
+                                  pytest.param(chain_reusing_input, marks=pytest.mark.slow),
+                                  pytest.param(grad_mlp_loss, marks=pytest.mark.slow)],
                          ids=lambda f: f.__name__)
 def test_a_long_graph_is_drawn_as_an_overview_no_wider_than_the_cap(make):
     # a 43-node chain reusing its input was drawn whole, 59 inches wide: unreadable
@@ -431,3 +458,20 @@ def test_every_arrow_ends_with_a_straight_piece_that_gives_its_head(monkeypatch)
     monkeypatch.setattr(ge.layout, "HEAD", 0.0)
     problems, _, _ = check_geometry(g.draw())
     assert "arrow f -> df has no direction at its head (drawn headless)" in problems
+
+
+@pytest.mark.parametrize("make, gate", [(one_over_one_plus_e, None), (label_minus_out, "err"),
+                                        (notebook04, None), (grad_neuron, "f")],
+                         ids=["1/(1+e)", "0.8-out", "y-a2", "grad-neuron"])
+def test_the_first_operand_comes_from_above_without_crossing(make, gate):
+    # the constant of 1/(...) and of 0.8 - out was seen entering its gate from below
+    g = make()
+    ax = g.draw(max_nodes=None)
+    gate = gate or next(v for v in g.dag if g[v].kind == "gate"
+                        and g[v].gate.op in ("div", "sub"))
+    arrows = {(p.get_gid().rsplit(":", 1)[1]): p._path_original.vertices
+              for p in ax.patches if (p.get_gid() or "").startswith("edge:")
+              and _ends(p.get_gid(), set(g.dag))[1] == gate}
+    first, second = arrows["0"], arrows["1"]
+    assert first[0][1] > second[0][1]           # its source sits higher
+    assert first[-1][1] > second[-1][1]         # its port too: the arrows do not cross
