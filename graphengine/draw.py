@@ -525,9 +525,11 @@ def draw(g, ax=None, step=None, *, tangents=None, values=True, max_nodes=MAX_NOD
     values : bool
         Write values and gradients (default True).
     max_nodes : int or None
-        Beyond this many nodes draw the ``max_nodes`` nodes nearest the output and
-        say so (None: every node; more than 150 are drawn without numbers, more than
-        2,000 is a GraphError).
+        Beyond this many nodes, or where the whole picture would be wider than
+        ``MAX_WIDTH`` (24) inches, draw the nodes nearest the output (at most
+        ``max_nodes``, as many steps back as fit) and say so (None: every node, however
+        wide; more than 150 are drawn without numbers, more than 2,000 is a
+        GraphError).
     compact : bool, optional
         Leave out the numbers (default: only beyond 150 nodes).
     title : str, optional
