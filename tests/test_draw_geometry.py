@@ -475,3 +475,17 @@ def test_the_first_operand_comes_from_above_without_crossing(make, gate):
     first, second = arrows["0"], arrows["1"]
     assert first[0][1] > second[0][1]           # its source sits higher
     assert first[-1][1] > second[-1][1]         # its port too: the arrows do not cross
+
+
+def test_zero_gradients_are_written_0_never_minus_0():
+    # d(dx)/dx of (x + y) * z is 0.0 * -4.0 = -0.0: every picture, caption and DOT label
+    # writes 0
+    import re
+
+    h = grad_circuit()
+    assert str(h["x"].grad) == "-0.0"
+    minus_zero = re.compile(r"(?<![\d.e])-0(?![\d.])")
+    axes = [h.draw()] + [h.draw(step=k) for k in range(4)]
+    texts = [t.get_text() for ax in axes for t in ax.texts] + [h.to_dot()]
+    assert any("0" == t for t in texts)
+    assert not [t for t in texts if minus_zero.search(t)]
