@@ -403,20 +403,32 @@ def _laid_out(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, com
 
     A picture wider than MAX_WIDTH inches (a long chain: 43 nodes made 59 inches) is
     not drawn whole unless ``max_nodes=None``: the overview shows the nodes nearest the
-    output, as many steps back as fit in that width, and its note says so."""
+    output, as many steps back (the largest depth, found by bisection) as fit in that
+    width, and its note says so."""
     sc = _scene(g, step, tangents, values, max_nodes, compact)
     lay = _place(sc)
-    depth = why = None
-    for _ in range(6):
-        x0, x1 = lay.extent[:2]
-        columns = 1 + max(lay.layer.values(), default=0)
-        if max_nodes is None or x1 - x0 <= MAX_WIDTH or columns <= 3:
-            break
-        fit = int(columns * MAX_WIDTH / (x1 - x0)) - 1
-        depth = max(2, min(fit, columns - 2, OVERVIEW_DEPTH if depth is None else depth - 1))
-        why = why or f"the whole graph would be {x1 - x0:.0f} inches wide"
-        sc = _scene(g, step, tangents, values, max_nodes, compact, depth, why)
-        lay = _place(sc)
+
+    def width(lay):
+        return lay.extent[1] - lay.extent[0]
+
+    sc.depth = sc.why = None
+    if max_nodes is None or width(lay) <= MAX_WIDTH or len(sc.nodes) <= 3:
+        return sc, lay, None
+    why = (f"the whole graph would be {width(lay):.0f} inches wide" if not sc.notes else
+           f"cut to fit {MAX_WIDTH:.0f} inches")
+    best, lo, hi = None, 1, OVERVIEW_DEPTH      # the largest depth that fits is in (lo, hi]
+    while hi > lo:
+        depth = (lo + hi + 1) // 2
+        trial = _scene(g, step, tangents, values, max_nodes, compact, depth, why)
+        trial_lay = _place(trial)
+        if width(trial_lay) <= MAX_WIDTH:
+            best, lo = (trial, trial_lay, depth), depth
+        else:
+            hi = depth - 1
+    if best is None:            # not even one step back fits: the output and its inputs
+        best = (_scene(g, step, tangents, values, max_nodes, compact, 1, why), None, 1)
+        best = (best[0], _place(best[0]), 1)
+    sc, lay, depth = best
     sc.depth, sc.why = depth, why
     return sc, lay, depth
 

@@ -489,3 +489,39 @@ def test_zero_gradients_are_written_0_never_minus_0():
     texts = [t.get_text() for ax in axes for t in ax.texts] + [h.to_dot()]
     assert any("0" == t for t in texts)
     assert not [t for t in texts if minus_zero.search(t)]
+
+
+def random_gradient_graph(seed):
+    g = random_dag(seed)
+    leaf = next(v for v in g.dag if g[v].kind in ("input", "parameter")
+                and g[v].value is not None)        # one the output depends on
+    h = ge.grad(g, leaf)
+    # an input the output does not use keeps no value; the gradient graph keeps it too
+    return _run(h, {v: 1.0 if g[v].value is None else g[v].value
+                    for v in h.dag if h[v].kind == "input"})
+
+
+def _note(ax):
+    return next(t.get_text() for t in ax.texts if t.get_gid() == "note")
+
+
+def test_an_overview_too_wide_at_60_nodes_is_cut_further():
+    # the 60 nodes nearest the output of this gradient graph (103 nodes) were 29 inches
+    # wide: the overview goes back fewer steps until it fits
+    h = random_gradient_graph(5)
+    ax = h.draw()
+    nodes, _ = assert_clean(ax)
+    assert ax.figure.get_size_inches()[0] <= ge.draw.MAX_WIDTH + 1.0
+    assert 10 < len(nodes) < ge.draw.MAX_NODES
+    assert f"(of {len(h)}; cut to fit 24 inches)" in _note(ax)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12))
+def test_gradient_graphs_of_random_dags_are_drawn_cleanly(seed):
+    h = random_gradient_graph(seed)
+    ax = h.draw()
+    assert_clean(ax)
+    assert ax.figure.get_size_inches()[0] <= ge.draw.MAX_WIDTH + 1.0
+    if len(h) <= 200:
+        assert_clean(h.draw(max_nodes=None))
