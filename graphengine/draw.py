@@ -414,7 +414,8 @@ def _laid_out(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, com
     sc.depth = sc.why = None
     if max_nodes is None or width(lay) <= MAX_WIDTH or len(sc.nodes) <= 3:
         return sc, lay, None
-    why = (f"the whole graph would be {width(lay):.0f} inches wide" if not sc.notes else
+    why = (f"the whole graph would be {width(lay):.0f} inches wide"
+           if len(sc.nodes) == len(g) else
            f"cut to fit {MAX_WIDTH:.0f} inches")
     best, lo, hi = None, 1, OVERVIEW_DEPTH      # the largest depth that fits is in (lo, hi]
     while hi > lo:
