@@ -62,6 +62,7 @@ ROLES = {
     "max_mask": (("x", "y"), None),
     "one_hot": (("labels", "logits"), None),
 }
+BOX_TEXT = {"transpose": "(·)ᵀ"}    # a lone superscript T was too small to read
 NO_GRADIENT = {("softmax_cross_entropy", 1), ("one_hot", 0)}   # integer labels: no gradient
 HINT = "pip install 'graphengine[draw]' (matplotlib and igraph)"
 
@@ -228,7 +229,8 @@ def _scene(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, compac
         node = g[v]
         if node.kind == "gate":
             roles = ROLES.get(node.gate.op)
-            sc.box_text[v] = roles[1] if roles and roles[1] else node.gate.label
+            sc.box_text[v] = roles[1] if roles and roles[1] else \
+                BOX_TEXT.get(node.gate.op, node.gate.label)
             sc.name[v] = v
         else:
             sc.box_text[v] = leaf_text(g, v)

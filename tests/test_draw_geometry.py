@@ -526,3 +526,12 @@ def test_gradient_graphs_of_random_dags_are_drawn_cleanly(seed):
     assert ax.figure.get_size_inches()[0] <= ge.draw.MAX_WIDTH + 1.0
     if len(h) <= 200:
         assert_clean(h.draw(max_nodes=None))
+
+
+def test_an_imported_torch_network_reads_as_its_layers():
+    g = imported_torch()
+    ax = g.draw()
+    symbols = sorted(t.get_text() for t in ax.texts if t.get_fontsize() == ge.draw.SYMBOL)
+    assert symbols == ["(·)ᵀ", "(·)ᵀ", "+", "+", "a@b", "a@b", "tanh", "Σ"]
+    assert sorted(t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("port:")) \
+        == ["a", "a", "b", "b"]
