@@ -248,15 +248,15 @@ def replay_tangents(g, tangents) -> TangentReplay:
 # ---------------------------------------------------------------- animations
 
 def _frames(g, tangents, title):
-    from .draw import _frame, _need_libraries, _place, _render, _scene, _size
+    from .draw import _frame, _laid_out, _need_libraries, _render, _scene, _size
 
     _need_libraries("an animation")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     count = (replay_tangents(g, tangents) if tangents is not None else replay_backward(g)).count
-    sc = _scene(g, step=0, tangents=tangents)
-    lay = _place(sc)                # one layout: every frame made room for every text
+    # one layout (and one choice of nodes): every frame made room for every text
+    sc, lay, depth = _laid_out(g, step=0, tangents=tangents)
     frame = _frame(sc, lay, title)
     fig = Figure(figsize=_size(frame))
     FigureCanvasAgg(fig)
@@ -264,7 +264,8 @@ def _frames(g, tangents, title):
 
     def show(k):
         ax.clear()
-        _render(_scene(g, step=k, tangents=tangents), lay, frame, ax, title)
+        _render(_scene(g, step=k, tangents=tangents, depth=depth, why=sc.why), lay, frame,
+                ax, title)
         return []
 
     return fig, show, count

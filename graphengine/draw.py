@@ -32,6 +32,7 @@ OVERVIEW_DEPTH = 12     # at most this many steps of inputs away from it
 COMPACT_AFTER = 150     # drawing more nodes than this leaves out the numbers
 FULL_LIMIT = 2000       # no drawing has more nodes than this
 MAX_INCHES = 60.0       # a figure larger than this is scaled down
+MAX_WIDTH = 24.0        # a wider picture is drawn as an overview (unless max_nodes=None)
 GREEN, RED, BLUE, GREY = "#1a8a1a", "#c62828", "#1565c0", "#666666"
 ORANGE = "#ef6c00"      # the gate of the current step
 FONT, SMALL, SYMBOL, MARK = 9.0, 7.5, 11.0, 8.0
@@ -51,8 +52,18 @@ ROLES = {
     "matmul": (("a", "b"), "a@b"),
     "mse": (("pred", "target"), "MSE"),
     "softmax_cross_entropy": (("logits", "labels"), "CE"),
+    # the gates of backward passes (ge.grad): which input is the upstream gradient u,
+    # which the other factor, which gives only a shape
+    "matmul_grad_a": (("u", "b", "shape"), "u@bᵀ"),
+    "matmul_grad_b": (("a", "u", "shape"), "aᵀ@u"),
+    "sum_to": (("u", "shape"), None),
+    "broadcast_to": (("a", "shape"), None),
+    "spread": (("u", "shape"), None),
+    "max_mask": (("x", "y"), None),
+    "one_hot": (("labels", "logits"), None),
 }
-NO_GRADIENT = {("softmax_cross_entropy", 1)}       # integer labels get no gradient
+BOX_TEXT = {"transpose": "(·)ᵀ"}    # a lone superscript T was too small to read
+NO_GRADIENT = {("softmax_cross_entropy", 1), ("one_hot", 0)}   # integer labels: no gradient
 HINT = "pip install 'graphengine[draw]' (matplotlib and igraph)"
 
 
@@ -136,12 +147,13 @@ def _output_name(g):
         return None
 
 
-def _select(g, max_nodes):
+def _select(g, max_nodes, depth=None):
     """The nodes to draw, in insertion (topological) order: all of them, or the
-    max_nodes nearest the output (breadth first over inputs, at most OVERVIEW_DEPTH
-    steps away, so a long chain stays readable) with a note saying so."""
+    max_nodes nearest the output (breadth first over inputs, at most ``depth`` or
+    OVERVIEW_DEPTH steps away, so a long chain stays readable) with a note saying so.
+    A ``depth`` is given when the whole graph would be too wide (``_laid_out``)."""
     dag = g.dag
-    if max_nodes is None or len(g) <= max_nodes:
+    if max_nodes is None or (len(g) <= max_nodes and depth is None):
         if len(g) > FULL_LIMIT:
             raise GraphError(f"drawing all {len(g):,} nodes is beyond the limit of "
                              f"{FULL_LIMIT:,} (the picture could not be read): draw the "
@@ -149,8 +161,10 @@ def _select(g, max_nodes):
         return list(dag), None
     out = _output_name(g)
     start = [out] if out is not None else [v for v, s in dag.succ.items() if not s][:max_nodes]
-    chosen, frontier, depth = dict.fromkeys(start), start, 0
-    while frontier and len(chosen) < max_nodes and depth < OVERVIEW_DEPTH:
+    chosen, frontier = dict.fromkeys(start), start
+    limit = OVERVIEW_DEPTH if depth is None else depth
+    depth = 0
+    while frontier and len(chosen) < max_nodes and depth < limit:
         depth += 1
         nxt = []
         for v in frontier:
@@ -200,8 +214,11 @@ def _gradless(g, name) -> bool:
     return bool(users) and all((g[v].gate.op, s) in NO_GRADIENT for _, v, s in users)
 
 
-def _scene(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, compact=None):
-    nodes, note = _select(g, max_nodes)
+def _scene(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, compact=None,
+           depth=None, why=None):
+    nodes, note = _select(g, max_nodes, depth)
+    if note and why:
+        note = note.replace("); a dashed", f"; {why}); a dashed", 1)
     sc = Scene(g, nodes, note)
     if note:
         sc.notes.append(note)
@@ -212,7 +229,8 @@ def _scene(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, compac
         node = g[v]
         if node.kind == "gate":
             roles = ROLES.get(node.gate.op)
-            sc.box_text[v] = roles[1] if roles else node.gate.label
+            sc.box_text[v] = roles[1] if roles and roles[1] else \
+                BOX_TEXT.get(node.gate.op, node.gate.label)
             sc.name[v] = v
         else:
             sc.box_text[v] = leaf_text(g, v)
@@ -382,6 +400,42 @@ def _place(sc):
     return L.arrange(nodes, sc.edges, sc.cut, boxes, layer, place, routes, lanes, ordered)
 
 
+def _laid_out(g, step=None, tangents=None, values=True, max_nodes=MAX_NODES, compact=None):
+    """The scene and its layout, and the overview depth chosen (None: not cut).
+
+    A picture wider than MAX_WIDTH inches (a long chain: 43 nodes made 59 inches) is
+    not drawn whole unless ``max_nodes=None``: the overview shows the nodes nearest the
+    output, as many steps back (the largest depth, found by bisection) as fit in that
+    width, and its note says so."""
+    sc = _scene(g, step, tangents, values, max_nodes, compact)
+    lay = _place(sc)
+
+    def width(lay):
+        return lay.extent[1] - lay.extent[0]
+
+    sc.depth = sc.why = None
+    if max_nodes is None or width(lay) <= MAX_WIDTH or len(sc.nodes) <= 3:
+        return sc, lay, None
+    why = (f"the whole graph would be {width(lay):.0f} inches wide"
+           if len(sc.nodes) == len(g) else
+           f"cut to fit {MAX_WIDTH:.0f} inches")
+    best, lo, hi = None, 1, OVERVIEW_DEPTH      # the largest depth that fits is in (lo, hi]
+    while hi > lo:
+        depth = (lo + hi + 1) // 2
+        trial = _scene(g, step, tangents, values, max_nodes, compact, depth, why)
+        trial_lay = _place(trial)
+        if width(trial_lay) <= MAX_WIDTH:
+            best, lo = (trial, trial_lay, depth), depth
+        else:
+            hi = depth - 1
+    if best is None:            # not even one step back fits: the output and its inputs
+        best = (_scene(g, step, tangents, values, max_nodes, compact, 1, why), None, 1)
+        best = (best[0], _place(best[0]), 1)
+    sc, lay, depth = best
+    sc.depth, sc.why = depth, why
+    return sc, lay, depth
+
+
 # ---------------------------------------------------------------- matplotlib
 
 MARGIN = 0.15
@@ -449,8 +503,7 @@ def figure(g, step=None, *, tangents=None, values=True, max_nodes=MAX_NODES,
     _need_libraries()
     from matplotlib.figure import Figure
 
-    sc = _scene(g, step, tangents, values, max_nodes, compact)
-    lay = _place(sc)
+    sc, lay, _ = _laid_out(g, step, tangents, values, max_nodes, compact)
     frame = _frame(sc, lay, title)
     fig = Figure(figsize=_size(frame))
     _render(sc, lay, frame, fig.add_axes((0, 0, 1, 1)), title)
@@ -487,9 +540,11 @@ def draw(g, ax=None, step=None, *, tangents=None, values=True, max_nodes=MAX_NOD
     values : bool
         Write values and gradients (default True).
     max_nodes : int or None
-        Beyond this many nodes draw the ``max_nodes`` nodes nearest the output and
-        say so (None: every node; more than 150 are drawn without numbers, more than
-        2,000 is a GraphError).
+        Beyond this many nodes, or where the whole picture would be wider than
+        ``MAX_WIDTH`` (24) inches, draw the nodes nearest the output (at most
+        ``max_nodes``, as many steps back as fit) and say so (None: every node, however
+        wide; more than 150 are drawn without numbers, more than 2,000 is a
+        GraphError).
     compact : bool, optional
         Leave out the numbers (default: only beyond 150 nodes).
     title : str, optional
@@ -523,8 +578,7 @@ def draw(g, ax=None, step=None, *, tangents=None, values=True, max_nodes=MAX_NOD
     sends (upstream × local): add_3: 1 × -4 = -4, z: 1 × 3 = 3
     """
     _need_libraries()
-    sc = _scene(g, step, tangents, values, max_nodes, compact)
-    lay = _place(sc)
+    sc, lay, _ = _laid_out(g, step, tangents, values, max_nodes, compact)
     frame = _frame(sc, lay, title)
     if ax is None:
         import matplotlib.pyplot as plt
@@ -625,8 +679,8 @@ def _render(sc, lay, frame, ax, title):
 def _layout(g):
     # for callers that make a figure before drawing into its default subplot (the
     # CLI): the picture's natural width and height in inches
-    sc = _scene(g)
-    w, h = _size(_frame(sc, _place(sc), None))
+    sc, lay, _ = _laid_out(g)
+    w, h = _size(_frame(sc, lay, None))
     return None, w, h
 
 
@@ -705,7 +759,7 @@ def to_dot(g) -> str:
         face, _, style = KINDS[node.kind]
         if node.kind == "gate":
             roles = ROLES.get(node.gate.op)
-            head = (f"<b>{_html(roles[1] if roles else node.gate.label)}</b>  "
+            head = (f"<b>{_html(roles[1] if roles and roles[1] else node.gate.label)}</b>  "
                     f'<font color="{GREY}">{_html(v)}</font>')
         else:
             head = f"<b>{_html(leaf_text(g, v))}</b>"

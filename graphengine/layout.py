@@ -26,6 +26,7 @@ PAD = 0.04          # between a node and its labels
 LANE = 0.16         # left of a column whose gates have marked operand slots
 GAP = 0.5           # the least gap between columns
 ROW_PAD = 0.14      # between the label blocks of two rows
+HEAD = 0.1          # the straight piece an arrow ends with
 MAX_DUMMIES = 50_000    # bend points of long arrows a layout may need
 
 
@@ -282,7 +283,9 @@ def arrange(nodes, edges, cut, boxes, layer, place, routes, lanes, ordered=()) -
             verts.append((right[int(k)], y))
             codes.append(LINETO)
         px, py = ports[(v, s)]
-        curve(verts, codes, verts[-1], (left[layer[v]], py))
+        # the curve ends a little before the port, so the last straight piece (which
+        # gives the arrowhead its direction) is never of length 0
+        curve(verts, codes, verts[-1], (min(left[layer[v]], px - HEAD), py))
         verts.append((px, py))
         codes.append(LINETO)
         out.append((u, v, s, verts, codes))
