@@ -77,7 +77,7 @@ class Optimizer:
                              f"per parameter), got {len(grads)}")
         out = []
         for p, grad in zip(self.params, grads, strict=True):
-            value = p._attrs["value"]
+            value = p._value
             # the training loop's case first, in few operations
             if grad.__class__ is np.ndarray and value.__class__ is np.ndarray:
                 if grad.shape == value.shape and grad.dtype.kind == "f" \
@@ -148,7 +148,11 @@ class SGD(Optimizer):
                      for v, grad in zip(self.velocity, grads, strict=False)]
             self.velocity = grads
         for p, grad in zip(self.params, grads, strict=False):
-            self._apply(p, lr * grad)
+            value = p._value
+            if value.__class__ is np.ndarray:
+                value -= lr * grad           # in place: the node keeps its array
+            else:
+                self._apply(p, lr * grad)
 
 
 class Adam(Optimizer):
