@@ -212,6 +212,9 @@ register(MyAdd, replace=True) replaces it
 BUILTIN: frozenset = frozenset()     # filled at the end of the module
 
 
+_rowsum = np.add.reduce       # sum over an axis without ndarray.sum's Python wrapper
+
+
 def fit(grad, x):
     """Sum ``grad`` down to the shape of ``x``, undoing numpy broadcasting, in the
     dtype of ``x`` (a float for a float)."""
@@ -225,7 +228,7 @@ def fit(grad, x):
         t = _quiet_on()
         try:
             if gshape[1:] == shape and shape:           # a bias added to rows: sum the rows
-                grad = grad.sum(axis=0)
+                grad = _rowsum(grad, 0)
             else:
                 lead = len(gshape) - len(shape)
                 axes = tuple(range(lead)) + tuple(
@@ -602,7 +605,24 @@ class AddGate(Binary):
     def backward(self, upstream):
         if upstream.__class__ is float:
             return upstream, upstream
-        return fit(upstream, self.x), fit(upstream, self.y)
+        x, y = self.x, self.y
+        # the training case first: an array of the upstream's shape and dtype passes
+        # it through, a bias added to its rows gets the rows' sum
+        if x.__class__ is np.ndarray and x.shape == upstream.shape \
+                and x.dtype is upstream.dtype:
+            gx = upstream
+        else:
+            gx = fit(upstream, x)
+        if y.__class__ is np.ndarray and y.dtype is upstream.dtype and y.ndim \
+                and upstream.shape[1:] == y.shape:
+            t = _quiet_on()
+            try:
+                gy = _rowsum(upstream, 0)
+            finally:
+                _quiet_off(t)
+        else:
+            gy = fit(upstream, y)
+        return gx, gy
 
     def jvp(self, x_dot, y_dot):
         if x_dot.__class__ is float and y_dot.__class__ is float:
@@ -1062,7 +1082,8 @@ class SoftmaxCrossEntropy(Gate):
 
     arity = 2
     op, symbol = "softmax_cross_entropy", "CE"
-    rows = np.arange(0)
+    _key = None         # (rows, classes) of the offsets below
+    _base = None        # k * classes for row k: a label's index into the flat logits
 
     def forward(self, logits, labels):
         z = logits if logits.__class__ is np.ndarray and logits.dtype.kind == "f" else \
@@ -1081,28 +1102,30 @@ class SoftmaxCrossEntropy(Gate):
             raise ValueError(f"{y.shape[0]} labels for {n} rows of logits")
         t = _quiet_on()
         try:
-            idx = y.astype(np.intp)
-            # as unsigned, a negative label is huge: one max checks both ends
-            if idx.astype(np.uintp).max() >= classes or \
-                    (y.dtype.kind == "f" and (idx != y).any()):
+            flat = y.astype(np.intp)            # a copy: nan and inf cast to the minimum
+            # as unsigned, a negative label is huge: one comparison checks both ends;
+            # count_nonzero is the cheapest reduction numpy has
+            if np.count_nonzero(flat.view(np.uintp) >= classes) or \
+                    (y.dtype.kind == "f" and np.count_nonzero(flat != y)):
                 raise ValueError(f"labels must be integer classes in [0, {classes})")
+            if self._key != (n, classes):
+                self._key, self._base = (n, classes), np.arange(0, n * classes, classes)
+            flat += self._base
             shifted = z2 - z2.max(axis=1, keepdims=True)  # log-sum-exp: large logits are safe
             e = np.exp(shifted)
-            total = e.sum(axis=1, keepdims=True)
-            rows = self.rows if len(self.rows) == n else np.arange(n)
+            total = _rowsum(e, 1, keepdims=True)
             self.labels = labels
             self.shape = z.shape
-            self.rows, self.idx = rows, idx
-            self.e, self.total = e, total
-            return float(np.log(total).sum() - shifted[rows, idx].sum()) / n
+            self.flat, self.e, self.total = flat, e, total
+            return float(_rowsum(np.log(total), None) - _rowsum(shifted.take(flat), None)) / n
         finally:
             _quiet_off(t)
 
     def _dlogits(self):
         # cannot warn: e in [0, 1], total in [1, classes] (or nan, which numpy passes)
-        n = len(self.idx)
-        d = self.e / (self.total * n)
-        d[self.rows, self.idx] -= 1.0 / n
+        n = len(self.flat)
+        d = np.divide(self.e, self.total * n, order="C")   # C order: d's flat view is d's
+        d.reshape(-1)[self.flat] -= 1.0 / n
         return d.reshape(self.shape)
 
     def backward(self, upstream):

@@ -67,6 +67,24 @@ class Optimizer:
         """The gradients as a list after checking them all, before anything changes: one
         per parameter, each a number or an array of its parameter's shape, and every
         parameter array writable."""
+        params = self.params
+        # the training loop's case first, in few operations: a list of float arrays
+        # of the parameters' shapes (or floats for floats), every parameter writable
+        if grads.__class__ is list and len(grads) == len(params):
+            ndarray = np.ndarray
+            for p, grad in zip(params, grads, strict=False):
+                value = p._value
+                if grad.__class__ is ndarray:
+                    if not (value.__class__ is ndarray and grad.shape == value.shape
+                            and grad.dtype.kind == "f" and value.flags.writeable):
+                        break
+                elif not (grad.__class__ is float and value.__class__ is float):
+                    break
+            else:
+                return grads
+        return self._check_each(grads)
+
+    def _check_each(self, grads) -> list:
         name = f"{type(self).__name__}.update"
         if not isinstance(grads, (list, tuple)):
             raise GraphError(f"{name}: expected a list of gradients (one per parameter), "
@@ -77,7 +95,7 @@ class Optimizer:
                              f"per parameter), got {len(grads)}")
         out = []
         for p, grad in zip(self.params, grads, strict=True):
-            value = p._attrs["value"]
+            value = p._value
             # the training loop's case first, in few operations
             if grad.__class__ is np.ndarray and value.__class__ is np.ndarray:
                 if grad.shape == value.shape and grad.dtype.kind == "f" \
@@ -147,8 +165,13 @@ class SGD(Optimizer):
             grads = [grad * 1.0 if v is None else v * m + grad
                      for v, grad in zip(self.velocity, grads, strict=False)]
             self.velocity = grads
+        ndarray = np.ndarray
         for p, grad in zip(self.params, grads, strict=False):
-            self._apply(p, lr * grad)
+            value = p._value
+            if value.__class__ is ndarray:
+                value -= lr * grad           # in place: the node keeps its array
+            else:
+                self._apply(p, lr * grad)
 
 
 class Adam(Optimizer):

@@ -66,26 +66,26 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     for p in optimizer.params:
         if p.graph is not g:
             raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
-    state = {}
+    compiled = [None, ()]       # the plan, and the parameters' slots in it
 
     def step(feed: dict) -> float:
         plan = g.plan()
-        if state.get("plan") is not plan:
+        if compiled[0] is not plan:
             for p in optimizer.params:
                 if p.name not in plan.slot:
                     raise GraphError(f"compile_step: the loss {plan.names[plan.out]!r} does "
                                      f"not depend on parameter {p.name!r}")
-            state["plan"] = plan
-            state["wrt"] = tuple(plan.slot[p.name] for p in optimizer.params)
-        wrt = state["wrt"]
+            compiled[:] = plan, tuple(plan.slot[p.name] for p in optimizer.params)
+        wrt = compiled[1]
+        run = g.run
         # the last step's arrays go back to the allocator before this step allocates
-        g.run.clear_grads()
+        run.clear_grads()
         loss = g.forward(feed)
         if loss.__class__ is not float:
             raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
                              f"scalar loss, got shape {np.shape(loss)}")
-        grads = plan.backward(g.run.values, 1.0, wrt)
-        g.run.set_grads(plan, grads)
+        grads = plan.backward(run.values, 1.0, wrt)
+        run.set_grads(plan, grads)
         optimizer.update([grads[s] for s in wrt])
         return loss
 

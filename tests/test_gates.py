@@ -436,6 +436,51 @@ def test_softmax_cross_entropy_rejects_bad_labels():
         G.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.array([0, 1, 2]))
 
 
+def test_softmax_cross_entropy_rejects_negative_nan_and_infinite_labels():
+    for bad in ([0, -1], [-0.5, 1.0], [np.nan, 0.0], [np.inf, 0.0], [2.0, -np.inf]):
+        with pytest.raises(ValueError, match="labels must be integer classes"):
+            G.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.array(bad))
+
+
+def _ce_closed_form(z, y):
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    onehot = np.zeros_like(p)
+    onehot[rows, y] = 1.0
+    return -np.log(p[rows, y]).mean(), (p - onehot) / len(y)
+
+
+def test_softmax_cross_entropy_of_strided_logits_and_changing_batches():
+    # the gate indexes labels as offsets into the flattened logits: logits laid out in
+    # Fortran order or as a transposed view, and batches of another size on the same
+    # gate, still pick each row's own label
+    rng = np.random.default_rng(3)
+    gate = G.SoftmaxCrossEntropy()
+    for z in (np.asfortranarray(rng.normal(size=(6, 4))), rng.normal(size=(4, 6)).T,
+              rng.normal(size=(3, 4)), rng.normal(size=(6, 4))[::2]):
+        y = rng.integers(0, 4, len(z))
+        want_loss, want_d = _ce_closed_form(z, y)
+        assert gate.forward(z, y.astype(float)) == pytest.approx(want_loss, rel=1e-12)
+        d, dy = gate.backward(0.5)
+        np.testing.assert_allclose(d, 0.5 * want_d, rtol=1e-12, atol=1e-15)
+        assert d.shape == z.shape and np.array_equal(dy, np.zeros(len(z)))
+        # a second backward of the same forward gives the same gradient
+        np.testing.assert_array_equal(gate.backward(0.5)[0], d)
+
+
+def test_add_hands_a_bias_the_sum_of_its_rows_in_its_own_dtype():
+    gate = G.AddGate()
+    x = np.ones((5, 3))
+    for b in (np.arange(3.0), np.arange(3, dtype=np.float32), np.arange(3.0)[None, :]):
+        gate.forward(x, b)
+        up = np.arange(15.0).reshape(5, 3)
+        gx, gb = gate.backward(up)
+        assert gx.shape == x.shape and gb.shape == b.shape and gb.dtype == b.dtype
+        np.testing.assert_array_equal(gx, up)
+        np.testing.assert_allclose(gb, up.sum(axis=0).reshape(b.shape))
+
+
 def test_config_rebuilds_each_gate():
     for op, cls in G.GATES.items():
         gate = cls(**{"p": 3.0} if op == "pow" else {})
