@@ -59,7 +59,7 @@ try:
     with np.errstate(all="ignore"):
         _quiet_on = partial(_np_errors.set, _np_errors.get())    # returns a token
     _quiet_off = _np_errors.reset
-except (ImportError, AttributeError):       # numpy < 2: a thread's own error state
+except (ImportError, AttributeError):       # a numpy that moved it: the public call
     def _quiet_on():
         return np.seterr(all="ignore")
 
