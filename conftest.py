@@ -9,6 +9,7 @@ unchecked quietly.
 import importlib
 import os
 import re
+import sys
 
 import pytest
 from _pytest.doctest import DoctestItem
@@ -38,3 +39,12 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped, and GE_NO_SKIP=1 forbids skips: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    # every test starts without the figures of the one before (pyplot keeps them all)
+    yield
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")

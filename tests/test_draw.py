@@ -7,7 +7,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pydot  # noqa: E402
 import pytest  # noqa: E402
@@ -19,12 +18,6 @@ from graphengine.draw import BLUE, GREEN, RED, fmt, repr_svg  # noqa: E402
 
 # pydot's parser uses pyparsing names that newer pyparsing deprecates
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def circuit():

@@ -16,13 +16,6 @@ from matplotlib.patches import Ellipse  # noqa: E402
 import graphengine as ge  # noqa: E402
 from graphengine import ComputationalGraph  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
 # ---------------------------------------------------------------- the corpus
 
 def circuit():
