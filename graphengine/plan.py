@@ -89,6 +89,14 @@ class _Wants:
         return self.gate.backward(upstream, need=self.need)
 
 
+def _broadcasts(a, b, to) -> bool:
+    """Whether shapes ``a`` and ``b`` broadcast together to the shape ``to``."""
+    try:
+        return np.broadcast_shapes(a, b) == to
+    except ValueError:
+        return False
+
+
 def _own(p, q, up):
     # a gate that passes its upstream through (add, sub) would otherwise hand one
     # array to two nodes: every gradient is its own array
@@ -302,11 +310,7 @@ class Plan:
         t = as_value(t, f"node {name!r}: jvp returned")
         want, got = np.shape(vals[out]), np.shape(t)
         if got != want:
-            try:
-                ok = np.broadcast_shapes(want, got) == want
-            except ValueError:
-                ok = False
-            if not ok:
+            if not _broadcasts(want, got, to=want):
                 raise GraphError(f"node {name!r}: jvp returned a tangent of shape {got}, "
                                  f"expected {want} (the shape of its value)")
             t = np.broadcast_to(t, want).copy()
@@ -331,11 +335,7 @@ class Plan:
             p = as_value(p, f"node {name!r}: backward's gradient {k}")
             want, got = np.shape(x), np.shape(p)
             if got != want:
-                try:
-                    ok = np.broadcast_shapes(want, got) == got
-                except ValueError:
-                    ok = False
-                if not ok:
+                if not _broadcasts(want, got, to=got):
                     raise GraphError(f"node {name!r}: backward's gradient {k} has shape "
                                      f"{got}, expected {want} (the shape of input "
                                      f"{self.names[i]!r})")
