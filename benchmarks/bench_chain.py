@@ -267,12 +267,13 @@ def main(argv=None):
                             ("autograd", "autograd")) if available(m)]
     print(f"chain of N sigmoid / add-a-constant gates (1.5 N + 1 nodes), python "
           f"{sys.version.split()[0]}; times per gate")
-    print("| N | build s | compile s | first run s | graphengine first µs | "
+    print("| N | build s | compile s | first run s | build µs/node | compile µs/node | "
+          "graphengine first µs | "
           + " | ".join(f"{p} first µs" for p in peers)
           + " | " + " | ".join(f"{p} / graphengine" for p in peers)
           + " | graphengine peak B/node | " + " | ".join(f"{p} B/node" for p in peers)
           + " | rerun µs | floor µs | rerun / floor |")
-    print("|" + "---:|" * (9 + 3 * len(peers)))
+    print("|" + "---:|" * (11 + 3 * len(peers)))
     for n in args.sizes:
         e = child("engine", n, args.repeats)
         f = child("floor", n, args.repeats)
@@ -281,6 +282,7 @@ def main(argv=None):
             print(f"| {n:,} | graphengine failed: {e['error']} |")
             continue
         cells = [f"{n:,}", f"{e['build']:.3f}", f"{e['compile']:.3f}", f"{e['run1']:.3f}",
+                 f"{e['build'] / e['nodes'] * 1e6:.2f}", f"{e['compile'] / e['nodes'] * 1e6:.2f}",
                  f"{e['first'] / n * 1e6:.2f}"]
         cells += [f"{res[p]['first'] / n * 1e6:.2f}" if "first" in res[p] else res[p]["error"]
                   for p in peers]

@@ -1,13 +1,21 @@
 """The graph: its structure, builder methods, Node handles, and running it.
 
-The graph keeps a compact record of its construction: each Node holds its kind, gate,
-value and input Nodes, and ``_nodes`` maps names to Nodes in insertion order (which
-is topological: a node can only use nodes that exist). ``g.dag``, the networkx
-MultiDiGraph of api.md, is built from that record on first read and kept in step
-from then on; it is read-only (hand edits are refused, see README "The networkx
-graph"). Running is delegated to a Plan compiled from the record once per structural
-change. The derivative tools, drawing, file formats and expressions live in their own
-modules; the methods here that reach them import them on use.
+The graph keeps a compact record of its construction: parallel lists indexed by a
+node's place in the record (``_kinds``, ``_gates``, ``_a``, ``_b``; the dicts
+``_vals`` and ``_names`` hold only the leaves' values and the names given or moved),
+in insertion order, which is topological (a node can only use nodes
+that exist). Inputs are record indices, not objects; an auto-generated name
+(``add_7``) is derived from the gate and the index when asked for, so building a
+node stores a few references and makes no object the cyclic garbage collector must
+keep scanning. A ``Node`` is a small handle (graph, index); the graph keeps a weak
+reference to each handle it gave out, so ``g["x"] is x`` while ``x`` lives, and no
+reference cycle ties the graph to its nodes: a dropped graph is freed at once.
+``g.dag``, the networkx MultiDiGraph of api.md, is built from the record on first
+read and kept in step from then on; it is read-only (hand edits are refused, see
+README "The networkx graph"). Running is delegated to a Plan compiled from the
+record once per structural change. The derivative tools, drawing, file formats and
+expressions live in their own modules; the methods here that reach them import them
+on use.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 
 from . import gates as G
 from .errors import GraphError
-from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan, made
+from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan, derived_names
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -62,18 +70,41 @@ _EDITS = ("add_node", "add_nodes_from", "remove_node", "remove_nodes_from", "add
 
 
 class _Removed:
-    """What a removed Node's ``graph`` becomes: any use says so."""
+    """What a removed Node's ``graph`` becomes: it still knows the node's name, kind,
+    gate, value and inputs (for messages and repr); any other use says the node is
+    gone."""
+
+    def __init__(self, name, kind, gate, value, inputs):
+        self.name, self.kind, self.gate, self.value = name, kind, gate, value
+        self.inputs = inputs
 
     def __getattr__(self, attr):
-        raise GraphError("this node was removed from its graph (g.remove or g.prune); "
-                         "use a node of the graph")
+        raise GraphError(f"node {self.name!r} was removed from its graph (g.remove or "
+                         "g.prune); use a node of the graph")
 
     def __repr__(self):
         return "<removed>"
 
 
-_REMOVED = _Removed()
+def _removed(graph) -> bool:
+    return graph.__class__ is _Removed
+
+
 _SLOTTED = weakref.WeakValueDictionary()    # id of a gate without __dict__ -> its graph
+_ref = weakref.ref
+
+
+def _operator(cls):
+    """A Node operator (``__add__`` and the like) adding a gate of class ``cls``: by
+    the builders' fast path when the other side is a Node of the same graph."""
+    def operator(self, other):
+        g = self.graph
+        if other.__class__ is Node and other.graph is g:
+            return g._gate2(cls, self._i, other._i)
+        return g._binary(cls, self, other)
+
+    operator.__name__ = f"__{cls.op}__"
+    return operator
 
 
 class Node:
@@ -97,28 +128,37 @@ class Node:
     (14.0, 13.0)
     """
 
-    # _a, _b: a gate's first and second input (None when it has fewer); a gate of
-    # another arity keeps the tuple of its inputs in _a and MANY in _b. _k is the
-    # compiler's scratch slot.
-    __slots__ = ("graph", "name", "_kind", "_gate", "_a", "_b", "_value", "_k")
+    # a handle: the graph and the node's index in the graph's record (the graph's
+    # lists hold the node itself). A removed node's graph becomes a _Removed that
+    # remembers the node's name, kind, gate and value.
+    __slots__ = ("graph", "_i", "__weakref__")
 
-    def __init__(self, graph, name, kind, gate, a, b, value):
+    def __init__(self, graph, i):
         self.graph = graph
-        self.name = name
-        self._kind = kind
-        self._gate = gate
-        self._a = a
-        self._b = b
-        self._value = value
-        self._k = None
+        self._i = i
+
+    @property
+    def name(self) -> str:
+        g = self.graph
+        return g.name if g.__class__ is _Removed else g._name(self._i)
+
+    @property
+    def _kind(self) -> str:
+        g = self.graph
+        return g.kind if g.__class__ is _Removed else g._kinds[self._i]
+
+    @property
+    def _value(self):
+        # a parameter's or constant's own value (None for inputs and gates)
+        g = self.graph
+        return g.value if g.__class__ is _Removed else g._vals.get(self._i)
 
     @property
     def _args(self) -> tuple:
-        b = self._b
-        if b is None:
-            a = self._a
-            return () if a is None else (a,)
-        return self._a if b is MANY else (self._a, b)
+        g = self.graph
+        if g.__class__ is _Removed:
+            return g.inputs
+        return tuple(map(g._handle, g._ins(self._i)))
 
     @property
     def kind(self) -> str:
@@ -127,8 +167,8 @@ class Node:
 
     @property
     def gate(self) -> G.Gate | None:
-        gate = self._gate
-        return made(self) if gate.__class__ is type else gate
+        g = self.graph
+        return g.gate if g.__class__ is _Removed else g._gate_of(self._i)
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -148,23 +188,24 @@ class Node:
         """The node's value from the last forward (a parameter's or constant's own value)."""
         if self._kind in ("parameter", "constant"):
             return self._value
-        return self.graph._value_of(self.name)
+        return self.graph._value_of(self._i)
 
     @value.setter
     def value(self, v):
         if self._kind != "parameter":
             raise GraphError(f"node {self.name!r} is of kind {self._kind!r}: only a parameter's "
                              "value can be set (feed inputs to forward)")
+        g = self.graph
         v = as_value(v, f"parameter {self.name!r}")
-        self._value = v
-        dag = self.graph._dag
+        g._vals[self._i] = v                  # a removed node's _Removed refuses
+        dag = g._dag
         if dag is not None:
             dict.__setitem__(dag._node[self.name], "value", v)
 
     @property
     def grad(self):
         """d(output)/d(node) from the last backward, with the node's shape."""
-        return self.graph._grad_of(self.name)
+        return self.graph._grad_of(self._i)
 
     @property
     def shape(self) -> tuple:
@@ -172,30 +213,26 @@ class Node:
 
     def __repr__(self):
         what = self.gate.label if self._kind == "gate" else self._kind
-        if self.graph is _REMOVED:
+        if self.graph.__class__ is _Removed:
             return f"<Node {self.name!r} {what} (removed)>"
         return f"<Node {self.name!r} {what} value={self.value!r} grad={self.grad!r}>"
 
-    def __add__(self, other):
-        return self.graph._binary(G.AddGate, self, other)
+    __add__ = _operator(G.AddGate)
 
     def __radd__(self, other):
         return self.graph._binary(G.AddGate, other, self)
 
-    def __sub__(self, other):
-        return self.graph._binary(G.SubtractGate, self, other)
+    __sub__ = _operator(G.SubtractGate)
 
     def __rsub__(self, other):
         return self.graph._binary(G.SubtractGate, other, self)
 
-    def __mul__(self, other):
-        return self.graph._binary(G.MultiplyGate, self, other)
+    __mul__ = _operator(G.MultiplyGate)
 
     def __rmul__(self, other):
         return self.graph._binary(G.MultiplyGate, other, self)
 
-    def __truediv__(self, other):
-        return self.graph._binary(G.DivideGate, self, other)
+    __truediv__ = _operator(G.DivideGate)
 
     def __rtruediv__(self, other):
         return self.graph._binary(G.DivideGate, other, self)
@@ -208,8 +245,7 @@ class Node:
     def __rpow__(self, other):
         return self.graph.power(other, self)
 
-    def __matmul__(self, other):
-        return self.graph._binary(G.MatMulGate, self, other)
+    __matmul__ = _operator(G.MatMulGate)
 
     def __rmatmul__(self, other):
         return self.graph._binary(G.MatMulGate, other, self)
@@ -435,12 +471,134 @@ class ComputationalGraph:
     """
 
     def __init__(self):
-        self._nodes: dict[str, Node] = {}     # insertion order, which is topological
-        self._output: str | None = None       # the name given to set_output
+        # the record: one entry per node, in insertion order (topological). _kinds[i]
+        # is None once node i is removed; _a[i], _b[i] are a gate's first and second
+        # input (None when it has fewer), or the tuple of its inputs and MANY; _gates
+        # holds a built-in gate's class until the gate is needed (see _gate_of);
+        # a name not in _names is derived from the gate and i (see _name)
+        self._kinds: list = []
+        self._gates: list = []
+        self._a: list = []
+        self._b: list = []
+        self._vals: dict = {}                 # index -> a parameter's or constant's value
+        self._names: dict = {}                # index -> a name given (or moved by a clash)
+        self._index: dict[str, int] = {}      # every stored name -> its node
+        self._claimed: set[int] = set()       # k of each stored name ending in _k
+        self._gone = 0                        # removed nodes still in the lists
+        self._handles: dict = {}              # index -> weak reference to its Node
+        self._sweep = 1024                    # drop dead references past this many
+        self._wself = weakref.ref(self)       # what a gate's owner mark refers to
+        self._out: int | None = None          # the node given to set_output
         self._dag: nx.MultiDiGraph | None = None   # built on first read of g.dag
         self._plan: Plan | None = None        # compiled for the current structure
-        self._plans: dict = {}                # evaluate's plans, by node
+        self._plans: dict = {}                # evaluate's plans, by node index
         self.run = RunState()                 # values and gradients of the last run
+
+    # ------------------------------------------------------------ the record
+
+    def _name(self, i: int) -> str:
+        name = self._names.get(i)
+        if name is None:                      # derived: the gate's op (const) and i
+            gate = self._gates[i]
+            name = f"{'const' if gate is None else gate.op}_{i}"
+        return name
+
+    def _names_of(self, indices) -> list:
+        """The names of the nodes at ``indices``, in one pass."""
+        return derived_names(self._names, self._gates, indices)
+
+    def _find(self, name: str) -> int | None:
+        """The index of the node named ``name``, or None."""
+        i = self._index.get(name)
+        if i is not None:
+            return i
+        prefix, _, digits = name.rpartition("_")      # a derived name: op_k
+        if not (prefix and digits.isascii() and digits.isdigit()):
+            return None
+        k = int(digits)
+        if k >= len(self._kinds) or k in self._names or self._kinds[k] is None \
+                or str(k) != digits:
+            return None
+        gate = self._gates[k]
+        return k if prefix == ("const" if gate is None else gate.op) else None
+
+    def _store_name(self, i: int, name: str) -> None:
+        self._names[i] = name
+        self._index[name] = i
+        digits = name.rpartition("_")[2]
+        if digits.isascii() and digits.isdigit():
+            self._claimed.add(int(digits))
+
+    def _auto_name(self, prefix: str, k: int, avoid=None) -> str:
+        # the first free prefix_k, k counting up from the node's index
+        name = f"{prefix}_{k}"
+        while name == avoid or self._find(name) is not None:
+            k += 1
+            name = f"{prefix}_{k}"
+        return name
+
+    def _alive(self, i: int) -> bool:
+        return i < len(self._kinds) and self._kinds[i] is not None
+
+    def _ins(self, i: int) -> tuple:
+        """The indices of node i's inputs, in slot order."""
+        a, b = self._a[i], self._b[i]
+        if b is None:
+            return () if a is None else (a,)
+        return a if b is MANY else (a, b)
+
+    def _handle(self, i: int) -> Node:
+        """The Node of index i: the one given out before if it is still alive."""
+        ref = self._handles.get(i)
+        node = None if ref is None else ref()
+        if node is None:
+            node = self._give(i)
+        return node
+
+    def _give(self, i: int) -> Node:
+        # a new handle, remembered weakly (the graph holds no reference to its handles,
+        # so no cycle ties it to them); dead references are dropped now and then
+        node = Node(self, i)
+        handles = self._handles
+        handles[i] = _ref(node)
+        if len(handles) > self._sweep:
+            self._sweep_handles()
+        return node
+
+    def _sweep_handles(self) -> None:
+        handles = self._handles
+        for k in [k for k, r in handles.items() if r() is None]:
+            del handles[k]
+        self._sweep = 2 * len(handles) + 1024
+
+    def _gate_of(self, i: int):
+        """The gate of node i, made now if the record holds only its class (the
+        builders' fast path defers making a built-in gate until it is needed), and
+        marked as this node's (see ``apply``)."""
+        gate = self._gates[i]
+        if gate.__class__ is type:
+            gate = self._gates[i] = gate()
+        if gate is not None:
+            try:
+                gate._ge_node = (self._wself, i)
+            except AttributeError:            # a gate with __slots__
+                _SLOTTED[id(gate)] = self
+        return gate
+
+    def _append(self, kind, gate, a, b, value, name) -> int:
+        k = len(self._kinds)
+        self._kinds.append(kind)
+        self._gates.append(gate)
+        self._a.append(a)
+        self._b.append(b)
+        if value is not None:
+            self._vals[k] = value
+        if name is not None:
+            self._store_name(k, name)
+        self._plan = None
+        if self._dag is not None:
+            _dag_add(self._dag, self, k)
+        return k
 
     # ------------------------------------------------------------ structure
 
@@ -463,13 +621,13 @@ class ComputationalGraph:
 
             dag = nx.MultiDiGraph()
             dag.graph = _ReadOnly()
-            if self._output is not None:
-                dict.__setitem__(dag.graph, "output", self._output)
+            if self._out is not None:
+                dict.__setitem__(dag.graph, "output", self._name(self._out))
             paused = gc.isenabled()          # many small dicts and no cycles among them
             gc.disable()
             try:
-                for node in self._nodes.values():
-                    _dag_add(dag, node)
+                for i in self._indices():
+                    _dag_add(dag, self, i)
             finally:
                 if paused:
                     gc.enable()
@@ -479,83 +637,79 @@ class ComputationalGraph:
             self._dag = dag
         return dag
 
+    def _indices(self):
+        """The indices of the nodes not removed, in insertion order."""
+        kinds = self._kinds
+        if not self._gone:
+            return range(len(kinds))
+        return [i for i, kind in enumerate(kinds) if kind is not None]
+
     def _new(self, kind, name, prefix, gate, args, value, avoid=None) -> Node:
-        nodes = self._nodes
+        k = len(self._kinds)
         if name is None:
-            k = len(nodes)
-            name = f"{prefix}_{k}"
-            while name in nodes or name == avoid:
-                k += 1
-                name = f"{prefix}_{k}"
+            name = self._auto_name(prefix, k, avoid)
         n = len(args)
-        node = Node(self, name, kind, gate, *((args[0], None) if n == 1 else args if n == 2
-                                              else (None, None) if kind != "gate"
-                                              else (args, MANY)), value)
-        nodes[name] = node
+        a, b = ((args[0], None) if n == 1 else args if n == 2
+                else (None, None) if kind != "gate" else (args, MANY))
+        self._append(kind, gate, a, b, value, name)
         if gate is not None:
             try:
-                gate._ge_node = node          # marks the gate as this node's
-            except AttributeError:            # a gate with __slots__
+                gate._ge_node = (self._wself, k)     # marks the gate as this node's
+            except AttributeError:                   # a gate with __slots__
                 _SLOTTED[id(gate)] = self
+        return self._give(k)
+
+    def _gate2(self, cls, a: int, b) -> Node:
+        # the builders' fast path: a built-in gate of inputs a and b (indices; b None
+        # for one input), no name. The record holds the gate's class until the gate
+        # is needed, and the name is derived from the class's op and the index (a
+        # stored name ending in _k for this k makes it a stored one instead)
+        kinds = self._kinds
+        k = len(kinds)
+        kinds.append("gate")
+        self._gates.append(cls)
+        self._a.append(a)
+        self._b.append(b)
+        if k in self._claimed:
+            self._store_name(k, self._auto_name(cls.op, k))
         self._plan = None
         if self._dag is not None:
-            _dag_add(self._dag, node)
+            _dag_add(self._dag, self, k)
+        node = Node(self, k)                  # _give, inline
+        handles = self._handles
+        handles[k] = _ref(node)
+        if len(handles) > self._sweep:
+            self._sweep_handles()
         return node
 
-    def _gate2(self, cls, x, y) -> Node:
-        # the builders' fast path: two Nodes of this graph, no name. The node holds
-        # the built-in gate's class until the gate is needed (compile, node.gate,
-        # g.dag): a graph being built is then one object per node, not two, for the
-        # cyclic collector to scan over and over
-        nodes = self._nodes
-        k = len(nodes)
-        name = f"{cls.op}_{k}"
-        while name in nodes:
-            k += 1
-            name = f"{cls.op}_{k}"
-        node = nodes[name] = Node(self, name, "gate", cls, x, y, None)
-        self._plan = None
+    def _const(self, v: float) -> int:
+        kinds = self._kinds
+        k = len(kinds)
+        kinds.append("constant")
+        self._gates.append(None)
+        self._a.append(None)
+        self._b.append(None)
+        self._vals[k] = v
+        if k in self._claimed:
+            self._store_name(k, self._auto_name("const", k))
         if self._dag is not None:
-            _dag_add(self._dag, node)
-        return node
-
-    def _const(self, v: float) -> Node:
-        nodes = self._nodes
-        k = len(nodes)
-        name = f"const_{k}"
-        while name in nodes:
-            k += 1
-            name = f"const_{k}"
-        node = nodes[name] = Node(self, name, "constant", None, None, None, v)
-        self._plan = None
-        if self._dag is not None:
-            _dag_add(self._dag, node)
-        return node
+            _dag_add(self._dag, self, k)
+        return k
 
     def _binary(self, cls, x, y, name=None) -> Node:
         if name is None:
             if x.__class__ is Node and x.graph is self:
                 if y.__class__ is Node and y.graph is self:
-                    return self._gate2(cls, x, y)
+                    return self._gate2(cls, x._i, y._i)
                 if y.__class__ is float:
-                    return self._gate2(cls, x, self._const(y))
+                    return self._gate2(cls, x._i, self._const(y))
             elif x.__class__ is float and y.__class__ is Node and y.graph is self:
-                return self._gate2(cls, self._const(x), y)
+                return self._gate2(cls, self._const(x), y._i)
         return self._build(cls(), (x, y), name)
 
     def _unary(self, cls, x, name=None) -> Node:
         if name is None and x.__class__ is Node and x.graph is self:
-            nodes = self._nodes
-            k = len(nodes)
-            name = f"{cls.op}_{k}"
-            while name in nodes:
-                k += 1
-                name = f"{cls.op}_{k}"
-            node = nodes[name] = Node(self, name, "gate", cls, x, None, None)   # see _gate2
-            self._plan = None
-            if self._dag is not None:
-                _dag_add(self._dag, node)
-            return node
+            return self._gate2(cls, x._i, None)
         return self._build(cls(), (x,), name)
 
     def _check_name(self, name) -> str:
@@ -565,18 +719,18 @@ class ComputationalGraph:
                              f"a node name must be a non-empty string, got a numpy array "
                              f"of shape {name.shape}")
         name = str(name)                      # a str subclass (numpy.str_) becomes str
-        node = self._nodes.get(name)
-        if node is not None:
+        i = self._find(name)
+        if i is not None:
+            kind = self._kinds[i]
             raise GraphError(f"duplicate name {name!r}: the graph already has "
-                             f"{'an' if node._kind == 'input' else 'a'} {node._kind} of "
-                             "that name")
+                             f"{'an' if kind == 'input' else 'a'} {kind} of that name")
         return name
 
     def _check_arg(self, x, label: str):
         """A Node of this graph, or a 1-tuple holding a value for a new constant."""
         if isinstance(x, Node):
             if x.graph is not self:
-                if x.graph is _REMOVED:
+                if x.graph.__class__ is _Removed:
                     raise GraphError(f"node {x.name!r} was removed from the graph and "
                                      f"cannot be an input of {label}")
                 raise GraphError(f"node {x.name!r} belongs to another graph and cannot "
@@ -592,8 +746,8 @@ class ComputationalGraph:
         if name is not None:
             name = self._check_name(name)
         args = [self._check_arg(x, gate.label) for x in inputs]
-        args = tuple(a if a.__class__ is Node else
-                     self._new("constant", None, "const", None, (), a[0], avoid=name)
+        args = tuple(a._i if a.__class__ is Node else
+                     self._new("constant", None, "const", None, (), a[0], avoid=name)._i
                      for a in args)
         prefix = gate.op or type(gate).__name__.lower()
         return self._new("gate", name, prefix, gate, args, None)
@@ -691,14 +845,18 @@ class ComputationalGraph:
 
     def _owner(self, gate):
         # the node (of any live graph) that uses this gate instance, or None
-        node = getattr(gate, "_ge_node", None)
-        if node is not None:
-            return node if node._gate is gate and node.graph is not _REMOVED else None
+        mark = getattr(gate, "_ge_node", None)
+        if mark is not None:
+            graph = mark[0]()
+            i = mark[1]
+            ok = graph is not None and i < len(graph._gates) and graph._gates[i] is gate
+            return graph._handle(i) if ok else None
         if gate.__class__ is type:
             return None
         graph = _SLOTTED.get(id(gate))
         if graph is not None:
-            return next((v for v in graph._nodes.values() if v._gate is gate), None)
+            i = next((i for i, v in enumerate(graph._gates) if v is gate), None)
+            return None if i is None else graph._handle(i)
         return None
 
     def op(self, op: str, *inputs, name: str | None = None, **config) -> Node:
@@ -799,19 +957,34 @@ class ComputationalGraph:
 
     # ------------------------------------------------------------ removing
 
-    def _users(self, node) -> list:
-        return [v for v in self._nodes.values() if node in v._args]
+    def _users(self, i: int) -> list:
+        return [k for k in self._indices() if i in self._ins(k)]
 
-    def _drop(self, node) -> None:
-        del self._nodes[node.name]
-        node.graph = _REMOVED
-        if node._gate is not None and node._gate.__class__ is not type:
-            _SLOTTED.pop(id(node._gate), None)
-        if self._output == node.name:
+    def _drop(self, i: int) -> None:
+        name, kind, gate, value = self._name(i), self._kinds[i], self._gates[i], self._vals.get(i)
+        ref = self._handles.pop(i, None)
+        node = None if ref is None else ref()
+        if node is not None:                  # a Node still held says it was removed
+            node.graph = _Removed(name, kind, gate, value,
+                                  tuple(map(self._handle, self._ins(i))))
+        if gate is not None and gate.__class__ is not type:
+            _SLOTTED.pop(id(gate), None)
+            if getattr(gate, "_ge_node", None) is not None:
+                gate.__dict__.pop("_ge_node", None)
+        self._index.pop(name, None)
+        self._kinds[i] = self._gates[i] = self._a[i] = self._b[i] = None
+        self._vals.pop(i, None)
+        self._names.pop(i, None)
+        self._gone += 1
+        kinds = self._kinds
+        while kinds and kinds[-1] is None:    # the last nodes gone: their places too
+            for column in (kinds, self._gates, self._a, self._b):
+                column.pop()
+            self._gone -= 1
+        if self._out == i:
             self._set_output(None)
         dag = self._dag
         if dag is not None:
-            name = node.name
             for u in dag._pred[name]:
                 del dag._succ[u][name]
             del dag._pred[name], dag._succ[name], dag._node[name]
@@ -827,15 +1000,15 @@ class ComputationalGraph:
         ['x', 'y']
         """
         node = self._node(node, "remove:")
-        users = self._users(node)
+        users = self._names_of(self._users(node._i))
         if users:
-            shown = ", ".join(repr(v.name) for v in users[:5]) + (", ..." if len(users) > 5
+            shown = ", ".join(map(repr, users[:5])) + (", ..." if len(users) > 5
                                                                  else "")
             raise GraphError(f"cannot remove {node.name!r}: {_plural(len(users), 'node')} "
                              f"use{'s' if len(users) == 1 else ''} it ({shown}); remove "
                              "them first, or call g.prune() to drop what the output does "
                              "not use")
-        self._drop(node)
+        self._drop(node._i)
 
     def prune(self) -> list[str]:
         """Remove every node the output does not depend on; return their names.
@@ -846,10 +1019,10 @@ class ComputationalGraph:
         ['old']
         """
         plan = self.plan()
-        gone = [self._nodes[name] for name in plan.outside]
-        for node in reversed(gone):
-            self._drop(node)
-        return [node.name for node in gone]
+        gone = [self._find(name) for name in plan.outside]
+        for i in reversed(gone):
+            self._drop(i)
+        return list(plan.outside)
 
     @contextmanager
     def atomic(self):
@@ -866,53 +1039,54 @@ class ComputationalGraph:
         >>> [n.name for n in g]
         ['x']
         """
-        before, output = len(self._nodes), self._output
+        before, output = len(self._kinds), self._out
         try:
             yield self
         except BaseException:
-            added = list(self._nodes.values())[before:]
-            for node in reversed(added):
-                self._drop(node)
-            if self._output != output and (output is None or output in self._nodes):
+            for i in reversed(range(before, len(self._kinds))):
+                if self._alive(i):
+                    self._drop(i)
+            if self._out != output and (output is None or self._alive(output)):
                 self._set_output(output)
             raise
 
     # ------------------------------------------------------------ reading
 
     def __getitem__(self, name: str) -> Node:
-        node = self._nodes.get(name) if isinstance(name, str) else None
-        if node is None:
+        i = self._find(name) if isinstance(name, str) else None
+        if i is None:
             what = (f"a numpy array of shape {name.shape}" if isinstance(name, np.ndarray)
                     else f"{type(name).__name__} {name!r}") if not isinstance(name, str) \
                 else None
             if what is not None:
                 raise GraphError(f"no node named {what}: node names are strings")
             raise GraphError(f"no node named {name!r} in the graph")
-        return node
+        return self._handle(i)
 
     def __contains__(self, key) -> bool:
         """A name (str) or a Node of this graph; anything else is not in it."""
         if isinstance(key, str):
-            return key in self._nodes
+            return self._find(key) is not None
         if isinstance(key, Node):
-            return key.graph is self and self._nodes.get(key.name) is key
+            return key.graph is self
         return False
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._kinds) - self._gone
 
     def __iter__(self):
-        return iter(list(self._nodes.values()))
+        return iter(self.nodes())
 
     def __repr__(self):
-        edges = sum(len(n._args) for n in self._nodes.values())
+        edges = sum(len(self._ins(i)) for i in self._indices())
         return f"<ComputationalGraph: {len(self)} nodes, {edges} edges>"
 
     def nodes(self, kind: str | None = None) -> list[Node]:
         """Every node in insertion order, or those of one kind."""
         if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
             raise GraphError(f"unknown node kind {kind!r}; expected one of {KINDS}")
-        return [n for n in self._nodes.values() if kind is None or n._kind == kind]
+        kinds, handle = self._kinds, self._handle
+        return [handle(i) for i in self._indices() if kind is None or kinds[i] == kind]
 
     def parameters(self) -> list[Node]:
         """The trainable leaves, in insertion order."""
@@ -922,15 +1096,15 @@ class ComputationalGraph:
         """The leaves fed to forward, in insertion order."""
         return self.nodes("input")
 
-    def _set_output(self, name) -> None:
-        self._output = name
+    def _set_output(self, i) -> None:
+        self._out = i
         self._plan = None
         dag = self._dag
         if dag is not None:
-            if name is None:
+            if i is None:
                 dict.pop(dag.graph, "output", None)
             else:
-                dict.__setitem__(dag.graph, "output", name)
+                dict.__setitem__(dag.graph, "output", self._name(i))
 
     def set_output(self, node) -> Node:
         """Make ``node`` (a Node of this graph or its name) the output that forward
@@ -943,17 +1117,20 @@ class ComputationalGraph:
         if not isinstance(node, (str, Node)):
             raise GraphError(f"set_output needs a node of the graph or its name, got "
                              f"{type(node).__name__} {node!r}")
-        if isinstance(node, Node) and node.graph is not self and node.graph is not _REMOVED:
+        if isinstance(node, Node) and node.graph is not self and \
+                node.graph.__class__ is not _Removed:
             raise GraphError(f"node {node.name!r} belongs to another graph")
         node = self._node(node, "set_output:")
-        self._set_output(node.name)
+        self._set_output(node._i)
         return node
 
     def _sinks(self) -> list:
         used = set()
-        for node in self._nodes.values():
-            used.update(node._args)
-        return [n for n in self._nodes.values() if n._kind == "gate" and n not in used]
+        for i in self._indices():
+            used.update(self._ins(i))
+        kinds = self._kinds
+        return [self._handle(i) for i in self._indices()
+                if kinds[i] == "gate" and i not in used]
 
     def _implicit_output(self, sinks=None) -> Node:
         if sinks is None:
@@ -973,8 +1150,8 @@ class ComputationalGraph:
     @property
     def output(self) -> Node:
         """The output: set by ``set_output``, else the one gate nothing else uses."""
-        if self._output is not None:
-            return self._nodes[self._output]
+        if self._out is not None:
+            return self._handle(self._out)
         return self._implicit_output()
 
     # ------------------------------------------------------------ running
@@ -983,16 +1160,18 @@ class ComputationalGraph:
         """The compiled plan for the current structure (compiled on first need)."""
         plan = self._plan
         if plan is None:
-            nodes = self._nodes.values()
-            if self._output is not None:
-                plan = compile_plan(nodes, self._nodes[self._output])
+            if self._out is not None:
+                plan = compile_plan(self, self._out)
             else:
                 # the last gate uses no later node; when the output needs every node
                 # it is the only gate nothing uses, else count the unused gates
-                last = next((n for n in reversed(nodes) if n._kind == "gate"), None)
-                if last is None:
+                kinds = self._kinds
+                last = len(kinds) - 1
+                while last >= 0 and kinds[last] != "gate":
+                    last -= 1
+                if last < 0:
                     self._implicit_output([])
-                plan = compile_plan(nodes, last)
+                plan = compile_plan(self, last)
                 if plan.outside:
                     self._implicit_output()
             self._plan = plan
@@ -1002,16 +1181,16 @@ class ComputationalGraph:
         """The node ``key`` names (a name, or a Node of this graph), else GraphError."""
         if isinstance(key, Node):
             if key.graph is not self:
-                if key.graph is _REMOVED:
+                if key.graph.__class__ is _Removed:
                     raise GraphError(f"{what} {key.name!r} was removed from the graph")
                 raise GraphError(f"{what} {key.name!r} is a node of another graph")
             return key
-        node = self._nodes.get(key) if isinstance(key, str) else None
-        if node is None:
+        i = self._find(key) if isinstance(key, str) else None
+        if i is None:
             if isinstance(key, np.ndarray):
                 raise GraphError(f"{what} a numpy array is not a node name")
             raise GraphError(f"{what} {key!r} is not a node of the graph")
-        return node
+        return self._handle(i)
 
     def _feed(self, feed, named) -> dict:
         items = list((feed or {}).items()) if isinstance(feed, dict) or feed is None else None
@@ -1092,9 +1271,9 @@ class ComputationalGraph:
         node = self._node(node, "evaluate:")
         if node._kind in ("parameter", "constant"):
             return node._value
-        plan = self._plans.get(node)
+        plan = self._plans.get(node._i)
         if plan is None:
-            plan = self._plans[node] = compile_plan(self._nodes.values(), node)
+            plan = self._plans[node._i] = compile_plan(self, node._i)
         vals = [None] * len(plan.names)
         self._load(plan, vals, feed, named)
         run = self.run
@@ -1146,24 +1325,32 @@ class ComputationalGraph:
         return result
 
     def _zeros(self, name):
-        node = self._nodes[name]
-        if node._kind in ("parameter", "constant"):
-            return G.zeros_like(node._value)
-        v = self.run.fed.get(name) if node._kind == "input" else None
+        i = self._find(name)
+        kind = self._kinds[i]
+        if kind in ("parameter", "constant"):
+            return G.zeros_like(self._vals.get(i))
+        v = self.run.fed.get(name) if kind == "input" else None
         return 0.0 if v is None else G.zeros_like(v)
 
-    def _value_of(self, name):
-        return self.run.value(name)
+    def _slot_in(self, plan, i):
+        # node i's slot in plan (which may be of an earlier structure), or None
+        s = None if plan is None else plan.slot_of(i)
+        return s if s is not None and plan.names[s] == self._name(i) else None
 
-    def _grad_of(self, name):
+    def _value_of(self, i):
+        run = self.run
+        s = self._slot_in(run.plan, i)
+        return None if s is None else run.values[s]
+
+    def _grad_of(self, i):
         run = self.run
         plan = run.grads_plan
         if plan is None:
             return None
-        slot = plan.slot.get(name)
-        if slot is not None:
-            return run.grads[slot]
-        return self._zeros(name) if name in self._nodes else None
+        s = self._slot_in(plan, i)
+        if s is not None:
+            return run.grads[s]
+        return self._zeros(self._name(i)) if self._alive(i) else None
 
     # ------------------------------------------------------------ derivative tools
 
@@ -1351,30 +1538,31 @@ class ComputationalGraph:
                 raise GraphError(f"node {v!r}: unknown kind {kind!r}; expected one of {KINDS}")
         if "output" in dag.graph:
             out = dag.graph["output"]
-            if not isinstance(out, str) or out not in g._nodes:
+            if not isinstance(out, str) or out not in g:
                 raise GraphError(f"from_dag: dag.graph['output'] must name a node of the "
                                  f"graph, got {type(out).__name__} {out!r}")
             g.set_output(out)
         return g
 
 
-def _dag_add(dag, node) -> None:
+def _dag_add(dag, g, i) -> None:
     # networkx's own dicts, written in bulk: node -> attributes, successors and
     # predecessors; one key dict per (u, v) shared by both sides, as networkx keeps it
-    name = node.name
-    kind = node._kind
+    name = g._name(i)
+    kind = g._kinds[i]
     if kind == "gate":
-        attrs = _ReadOnly(kind=kind, gate=node.gate)
+        attrs = _ReadOnly(kind=kind, gate=g._gate_of(i))
     elif kind == "input":
         attrs = _ReadOnly(kind=kind, gate=None)
     else:
-        attrs = _ReadOnly(kind=kind, gate=None, value=node._value)
+        attrs = _ReadOnly(kind=kind, gate=None, value=g._vals.get(i))
     dag._node[name] = attrs
     dag._succ[name] = {}
     pred = dag._pred[name] = {}
-    for s, u in enumerate(node._args):
-        keyed = pred.get(u.name)
+    for s, u in enumerate(g._ins(i)):
+        u = g._name(u)
+        keyed = pred.get(u)
         if keyed is None:
-            keyed = pred[u.name] = {}
-            dag._succ[u.name][name] = keyed
+            keyed = pred[u] = {}
+            dag._succ[u][name] = keyed
         keyed[len(keyed)] = _ReadOnly(slot=s)

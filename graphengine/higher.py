@@ -54,7 +54,7 @@ def _build(g: ComputationalGraph, leaves: list):
     names = plan.names
     for gate, ins, o in plan.gates:
         h.apply(copy.copy(gate), *(h[names[i]] for i in ins), name=names[o])
-    forward_names = set(h._nodes)
+    forward_names = {n.name for n in h}
 
     need = plan.downstream([plan.slot[n.name] for n in leaves if n.name in plan.slot])
     parts: dict[int, list] = {plan.out: [h.apply(SeedGate(), h[out.name])]}
@@ -169,7 +169,7 @@ def _copy(h: ComputationalGraph, outputs: list, keep_leaves: list, done: list,
             u, x = (w.name for w in node.inputs)
             if u in scalars and x in scalars:
                 same[v] = same.get(u, u)
-    rename, taken = {}, set(h._nodes)
+    rename, taken = {}, {n.name for n in h}
     for node, of in done:
         v = same.get(node.name, node.name)
         if v in forward_names or v in rename:

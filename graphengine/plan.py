@@ -1,7 +1,8 @@
 """The compiled plan: what forward, backward and jvp actually run.
 
-``compile_plan`` reads the graph's own record of its nodes (insertion order is
-topological) once per structural change and lowers the part the output depends on to
+``compile_plan`` reads the graph's own record of its nodes (parallel lists in
+insertion order, which is topological; see graph.py) once per structural change and
+lowers the part the output depends on to
 a flat tuple of steps ``(kind, gate, a, b, out)`` over an integer-indexed list of
 values: ``a`` and ``b`` are the input slots (``a`` is the tuple of slots for a user's
 gate), ``out`` the gate's own slot. The loops below touch no networkx, look up no
@@ -12,6 +13,7 @@ gradients arriving along several paths are summed for free.
 from __future__ import annotations
 
 import gc
+from itertools import compress, repeat
 
 import numpy as np
 
@@ -23,7 +25,15 @@ from .gates import BUILTIN, Gate, fit, zeros_like
 # backward also has binary steps that want only their first or only their second
 # input's gradient (and a checked step's b is then the tuple of wanted inputs)
 UNARY, BINARY, CHECKED, FIRST, SECOND = 1, 2, 0, 3, 4
-MANY = object()       # Node._b of a gate whose arity is not 1 or 2: _a holds the tuple
+_LEAVES = frozenset(("parameter", "constant"))
+MANY = object()       # the record's _b of a gate whose arity is not 1 or 2: _a holds the tuple
+
+
+def derived_names(names, gates, indices) -> list:
+    """The names of the record's nodes at ``indices``: a stored name, or one derived
+    from the gate's op (``const`` for a constant) and the index."""
+    get = names.get
+    return [get(i) or f"{'const' if gates[i] is None else gates[i].op}_{i}" for i in indices]
 
 
 def _describe(v) -> str:
@@ -110,24 +120,52 @@ def _own(p, q, up):
 class Plan:
     """A graph lowered for running: ``names`` (slot to node name); the steps as
     parallel lists ``kinds, gates, a, b, outs`` (``steps`` gives them as tuples);
-    ``inputs`` ``(slot, name)`` to feed; ``leaf_slots, leaf_nodes`` of parameters
-    and constants; the output's slot ``out``; the names of the nodes ``outside`` it.
-    ``slot`` (name to slot) and ``gates`` ``(gate, input slots, out)`` are built on
-    first use. Parallel lists cost a few bytes a step and nothing to the cyclic
-    garbage collector, which a tuple per step would cost at every collection."""
+    ``inputs`` ``(slot, name)`` to feed; ``leaf_slots`` and ``leaf_idx`` (their
+    indices in the graph's record) of parameters and constants, whose values are
+    read from the record's list ``values`` at every run; the output's slot ``out``;
+    the names of the nodes ``outside`` it. ``rec`` is the record index of each slot
+    (None when slot and index agree). ``names``, ``slot`` (name to slot) and
+    ``gates`` ``(gate, input slots, out)`` are built on first use. Parallel lists
+    cost a few bytes a step and nothing to the cyclic garbage collector, which a
+    tuple per step would cost at every collection; the plan holds no reference to
+    the graph."""
 
-    def __init__(self, names, kinds, gates, a, b, outs, inputs, leaf_slots, leaf_nodes, out,
-                 outside):
-        self.names = names
+    def __init__(self, kinds, gates, a, b, outs, inputs, leaf_slots, leaf_idx, trainable,
+                 values, out, outside, rec, names_from):
         self.cols = (kinds, gates, a, b, outs)
         self.inputs = inputs
         self.leaf_slots = leaf_slots
-        self.leaf_nodes = leaf_nodes
+        self.leaf_idx = leaf_idx
+        self.trainable = trainable        # per leaf: a parameter (else a constant)
+        self.values = values
+        self.size = len(inputs) + len(leaf_slots) + len(outs)     # slots
         self.out = out
         self.outside = outside
-        self._slot = self._gates = self._template = None
+        self.rec = rec
+        self._names_from = names_from     # (names, gates) of the record when compiled
+        self._names = self._slot = self._index = self._gates = self._template = None
         self._no_jvp = False
         self._pruned = {}
+
+    @property
+    def names(self) -> list:
+        """The node name of every slot."""
+        names = self._names
+        if names is None:
+            rec_names, rec_gates = self._names_from
+            names = self._names = derived_names(
+                rec_names, rec_gates, range(self.size) if self.rec is None else self.rec)
+            self._names_from = None
+        return names
+
+    def slot_of(self, i: int):
+        """The slot of the record's node ``i``, or None when the plan has none."""
+        if self.rec is None:
+            return i if i < self.size else None
+        index = self._index
+        if index is None:
+            index = self._index = {r: k for k, r in enumerate(self.rec)}
+        return index.get(i)
 
     @property
     def steps(self) -> tuple:
@@ -149,15 +187,12 @@ class Plan:
         return self._gates
 
     @property
-    def leaves(self) -> tuple:
-        """``(slot, node)`` of each parameter and constant."""
-        return tuple(zip(self.leaf_slots, self.leaf_nodes, strict=True))
-
-    @property
     def stored(self) -> tuple:
         """``(slot, {"kind", "value"})`` of each parameter and constant."""
-        return tuple((k, {"kind": n.kind, "value": n._value})
-                     for k, n in zip(self.leaf_slots, self.leaf_nodes, strict=True))
+        values = self.values
+        return tuple((k, {"kind": "parameter" if kind else "constant", "value": values[i]})
+                     for k, i, kind in zip(self.leaf_slots, self.leaf_idx, self.trainable,
+                                           strict=True))
 
     @property
     def no_jvp(self):
@@ -181,8 +216,9 @@ class Plan:
 
     def load(self, vals: list) -> None:
         """Put the parameters' and constants' values into their slots."""
-        for k, node in zip(self.leaf_slots, self.leaf_nodes, strict=False):
-            vals[k] = node._value
+        values = self.values
+        for k, i in zip(self.leaf_slots, self.leaf_idx, strict=False):
+            vals[k] = values[i]
 
     def forward(self, vals: list) -> None:
         out = -1
@@ -249,7 +285,7 @@ class Plan:
 
     def downstream(self, slots) -> list:
         """For every slot, whether it depends on one of ``slots``."""
-        mark = [False] * len(self.names)
+        mark = [False] * self.size
         for s in slots:
             mark[s] = True
         for _, ins, out in self.gates:
@@ -414,12 +450,6 @@ class RunState:
         return (self.grads_plan is not None and self.grads_plan is self.plan
                 and self.grads_from == self.forwards)
 
-    def value(self, name):
-        plan = self.plan
-        if plan is None or name not in plan.slot:
-            return None
-        return self.values[plan.slot[name]]
-
     def save(self) -> tuple:
         """A snapshot that ``restore`` puts back (values copied, as a run reuses the list)."""
         vals = None if self.values is None else list(self.values)
@@ -433,86 +463,91 @@ class RunState:
 
 
 
-def made(node):
-    """The gate of a gate node, made now if the node holds only its class (the
-    builders' fast path defers making built-in gates until they are needed)."""
-    gate = node._gate
-    if gate.__class__ is type:
-        gate = node._gate = gate()
-        gate._ge_node = node
-    return gate
-
-
-def compile_plan(nodes, output) -> Plan:
-    """Lower the part of the graph that ``output`` (a Node) depends on to a Plan;
-    ``nodes`` are the graph's Nodes in insertion order, which is topological."""
+def compile_plan(g, output: int) -> Plan:
+    """Lower the part of graph ``g`` that its node ``output`` (an index into the
+    record) depends on to a Plan."""
     # Compiling allocates a few small objects per node and no reference cycles; the
     # cyclic collector would rescan the whole (huge) heap many times over.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile(nodes, output)
+        return _compile(g, output)
     finally:
         if paused:
             gc.enable()
 
 
-def _compile(nodes, output) -> Plan:
-    # the output's ancestors, by one reverse pass (insertion order is topological);
-    # node._k marks them, then holds their slot
-    mark = object()
-    output._k = mark
-    order = []
-    for node in reversed(nodes):
-        if node._k is mark:
-            order.append(node)
-            b = node._b
-            if b is not None:
-                if b is MANY:
-                    for u in node._a:
-                        u._k = mark
-                    continue
-                b._k = mark
-            a = node._a
-            if a is not None:
-                a._k = mark
-    order.reverse()
-    kinds, gates, A, B, outs = [], [], [], [], []
-    inputs, leaf_slots, leaf_nodes = [], [], []
-    builtin = BUILTIN
-    for k, node in enumerate(order):
-        node._k = k
-        kind = node._kind
-        if kind == "gate":
-            gate, b = node._gate, node._b
-            if gate.__class__ is type:
-                gate = node._gate = gate()
-                gate._ge_node = node
-            if b is MANY or type(gate) not in builtin:
-                kinds.append(0)
-                A.append(tuple([u._k for u in node._args]))
-                B.append(None)
-            elif b is None:
-                kinds.append(1)
-                A.append(node._a._k)
-                B.append(None)
-            else:
-                kinds.append(2)
-                A.append(node._a._k)
-                B.append(b._k)
-            gates.append(gate)
-            outs.append(k)
-        elif kind == "input":
-            inputs.append((k, node.name))
-        else:
-            leaf_slots.append(k)
-            leaf_nodes.append(node)
-    outside = () if len(order) == len(nodes) else \
-        tuple(node.name for node in nodes if not _in(node, order))
-    return Plan([node.name for node in order], kinds, gates, A, B, outs, tuple(inputs),
-                leaf_slots, leaf_nodes, output._k, outside)
-
-
-def _in(node, order) -> bool:
-    k = node._k
-    return k.__class__ is int and k < len(order) and order[k] is node
+def _compile(g, output: int) -> Plan:
+    kinds_r, gates_r, a_r, b_r = g._kinds, g._gates, g._a, g._b
+    n = len(kinds_r)
+    count = 0
+    if output == n - 1 and not g._gone:
+        # the usual case, at C speed: every node but the output has a user, so the
+        # output (the one node nothing uses) depends on every node
+        used = set(a_r)
+        used.update(b_r)
+        if MANY in used:
+            for ins in a_r:
+                if ins.__class__ is tuple:
+                    used.update(ins)
+        if used.issuperset(range(n - 1)):
+            count = n
+    if count != n:
+        # the output's ancestors, by one reverse pass (insertion order is topological)
+        need = bytearray(n)
+        need[output] = 1
+        for i in range(output, -1, -1):
+            if need[i]:
+                b = b_r[i]
+                if b is not None:
+                    if b is MANY:
+                        for u in a_r[i]:
+                            need[u] = 1
+                        continue
+                    need[b] = 1
+                a = a_r[i]
+                if a is not None:
+                    need[a] = 1
+        count = need.count(1)
+    if count == n:                              # every node: slot i is node i
+        order, rec, slot, kinds_o = range(n), None, None, kinds_r
+    else:
+        order = [i for i in range(n) if need[i]]
+        rec = order
+        slot = [-1] * n
+        for k, i in enumerate(order):
+            slot[i] = k
+        kinds_o = [kinds_r[i] for i in order]
+    # passes at C speed where they can be: a million nodes compile in about a second
+    at = list(compress(order, map("gate".__eq__, kinds_o)))
+    gates = list(map(gates_r.__getitem__, at))
+    for k in list(compress(range(len(gates)), map(isinstance, gates, repeat(type)))):
+        gates[k] = gates_r[at[k]] = gates[k]()  # a built-in gate made now (see graph.py)
+    B = list(map(b_r.__getitem__, at))
+    A = list(map(a_r.__getitem__, at))
+    kinds = [1 if b is None else 2 for b in B]
+    other = MANY in B or not BUILTIN.issuperset(map(type, gates))
+    if slot is not None:
+        A = [a if a is None or a.__class__ is tuple else slot[a] for a in A]
+        B = [b if b is None or b is MANY else slot[b] for b in B]
+        outs = [slot[i] for i in at]
+    else:
+        outs = at
+    if other:                                   # a user's gate, or one of another arity
+        builtin = BUILTIN
+        for k, gate in enumerate(gates):
+            if B[k] is MANY or type(gate) not in builtin:
+                ins = g._ins(at[k])
+                kinds[k] = 0
+                A[k] = ins if slot is None else tuple([slot[u] for u in ins])
+                B[k] = None
+    where = range(n) if slot is None else slot
+    inputs = [(where[i], g._name(i)) for i in compress(order, map("input".__eq__, kinds_o))]
+    leaf_idx = list(compress(order, map(_LEAVES.__contains__, kinds_o)))
+    leaf_slots = leaf_idx if slot is None else [slot[i] for i in leaf_idx]
+    trainable = list(map("parameter".__eq__, map(kinds_r.__getitem__, leaf_idx)))
+    outside = () if count == len(g) else \
+        tuple(g._names_of([i for i in g._indices() if not need[i]]))
+    return Plan(kinds, gates, A, B, outs, tuple(inputs), leaf_slots, leaf_idx, trainable,
+                g._vals, where[output], outside, rec,
+                (dict(g._names), list(gates_r)))

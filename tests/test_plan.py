@@ -118,6 +118,7 @@ def test_plan_steps_and_gates_describe_the_same_program():
     plan = g.plan()
     assert len(plan.steps) == len(plan.gates) == sum(n.kind == "gate" for n in g)
     for (kind, gate, a, b, out), (gate2, ins, out2) in zip(plan.steps, plan.gates, strict=True):
-        assert gate is gate2 and out == out2 and plan.names[out] == gate._ge_node.name
+        assert gate is gate2 and out == out2
+        assert plan.names[out] == next(n.name for n in g if n.gate is gate)
         assert ins == ((a,) if kind == UNARY else (a, b) if kind == BINARY else a)
         assert tuple(plan.slot[u.name] for u in g[plan.names[out]].inputs) == ins

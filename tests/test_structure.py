@@ -4,6 +4,7 @@ edits), remove / prune / atomic, evaluate, and the memory a big graph takes."""
 import copy
 import gc
 import tracemalloc
+import weakref
 
 import networkx as nx
 import numpy as np
@@ -51,7 +52,7 @@ def assert_dag_is_the_graph(g, feed):
     for (_, _, _, a), (_, _, _, b) in zip(got_nodes, want_nodes, strict=True):
         assert a is b or np.array_equal(a, b)
     assert got_edges == want_edges
-    assert dag.graph.get("output") == g._output
+    assert dag.graph.get("output") == (None if g._out is None else g._name(g._out))
     h = ComputationalGraph.from_dag(dag)
     assert h.output.name == g.output.name
     np.testing.assert_allclose(h.forward(feed), g.forward(feed), rtol=1e-15)
@@ -289,11 +290,11 @@ def test_evaluate_computes_a_node_from_just_the_inputs_it_needs():
     np.testing.assert_allclose(g.evaluate(logits, {"x": X}), h @ W)
     np.testing.assert_allclose(g.evaluate("logits", x=X, y=np.zeros(3)), h @ W)
     assert g.evaluate("W") is W
-    plan = g._plans[logits]
+    plan = g._plans[logits._i]
     g.evaluate(logits, x=X)
-    assert g._plans[logits] is plan                    # compiled once per node
+    assert g._plans[logits._i] is plan                    # compiled once per node
     g.sigmoid(g["loss"], name="more")                   # adding nodes keeps it
-    assert g._plans[logits] is plan
+    assert g._plans[logits._i] is plan
     with pytest.raises(GraphError, match="input 'x' needs a value: the output 'logits'"):
         g.evaluate(logits, y=np.zeros(3))
     with pytest.raises(GraphError, match="evaluate: 'nope' is not a node"):
@@ -337,3 +338,96 @@ def test_a_million_gate_chain_stays_under_700_bytes_a_node():
     nodes = len(g)
     assert nodes == 1_500_001 and grads["x"] == x.grad and h.value == g.output.value
     assert peak / nodes < 700, f"{peak / nodes:.0f} bytes per node"
+
+
+# ---------------------------------------------------------------- the record and handles
+
+def chain(n):
+    g = ComputationalGraph()
+    h = g.input("x")
+    for i in range(n):
+        h = g.sigmoid(h) if i % 2 == 0 else h + 0.5
+    return g, h
+
+
+def test_a_node_handle_is_the_same_object_while_it_lives():
+    g = ComputationalGraph()
+    x = g.input("x")
+    y = x * 2.0                                    # a derived name, mul_2
+    kept = g.sigmoid(y)
+    h = kept
+    for _ in range(3000):                          # past sweeps of the dead handles
+        h = g.tanh(h)
+    assert g["x"] is x and g[y.name] is y and g.output is h
+    assert g[kept.name] is kept and kept.inputs[0] is y and y.inputs[0] is x
+    assert [n for n in g.nodes() if n.name == y.name][0] is y
+    name = kept.name
+    del kept
+    assert g[name].name == name and g[name] is g[name]   # a new handle, then kept
+
+
+def test_a_dropped_graph_is_freed_without_the_cyclic_collector():
+    # the graph holds no reference to its Node handles (only weak ones), and gates
+    # hold none to their nodes: dropping the graph and its handles frees it at once
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        g, h = chain(1000)
+        g.forward(x=0.3)
+        g.backward()
+        _ = g.dag
+        g.set_output(h)
+        w = g.parameter("w", np.ones(3))
+        _ = w.gate, h.gate, g[h.name].inputs
+        gone = weakref.ref(g)
+        del g, h, w, _
+        assert gone() is None
+    finally:
+        if paused:
+            gc.enable()
+
+
+def test_building_adds_no_object_per_node_for_the_cyclic_collector():
+    gc.collect()
+    before = len(gc.get_objects())
+    g, h = chain(20_000)                           # 30,001 nodes
+    grew = len(gc.get_objects()) - before
+    assert grew < 2_000, grew                      # was one Node (and more) per node
+    assert len(g) == 30_001 and h.name == "add_30000"
+
+
+def test_derived_names_give_way_to_stored_ones_both_ways():
+    g = ComputationalGraph()
+    x = g.input("x")
+    g.input("sigmoid_2")                           # takes the name node 2 would derive
+    s = g.sigmoid(x)
+    assert s.name == "sigmoid_3" and g["sigmoid_3"] is s
+    t = g.sigmoid(s)                               # node 3's derived name is taken too
+    assert t.name == "sigmoid_4" and g["sigmoid_4"] is t and g["sigmoid_2"].kind == "input"
+    e = g.exp(t)
+    with pytest.raises(GraphError, match=r"duplicate name 'exp_5': the graph already has "
+                                         "a gate of that name"):
+        g.input("exp_5")
+    assert e.name == "exp_5" and "exp_5" in g and "exp_05" not in g and "exp_6" not in g
+    g.remove(e)
+    assert "exp_5" not in g and g.input("exp_5").kind == "input"
+    assert [n.name for n in g] == ["x", "sigmoid_2", "sigmoid_3", "sigmoid_4", "exp_5"]
+    for text in ("", "_", "sigmoid_", "sigmoid_x", "sigmoid_²", "const_1"):
+        assert text not in g
+
+
+def test_a_removed_node_keeps_its_name_kind_value_and_inputs_and_refuses_the_rest():
+    g = ComputationalGraph()
+    x, w = g.input("x"), g.parameter("w", 2.0)
+    y = g.mul(x, w, name="y")
+    z = g.exp(y, name="z")
+    g.remove(z)
+    assert z.name == "z" and z.kind == "gate" and z.inputs == (y,) and "removed" in repr(z)
+    with pytest.raises(GraphError, match="node 'z' was removed from its graph"):
+        z + 1.0
+    g.remove(y)
+    g.remove(w)
+    assert w.value == 2.0 and w.kind == "parameter"
+    with pytest.raises(GraphError, match="node 'w' was removed"):
+        w.value = 3.0
+    assert [n.name for n in g] == ["x"] and len(g) == 1
