@@ -91,6 +91,7 @@ def _removed(graph) -> bool:
 
 
 _SLOTTED = weakref.WeakValueDictionary()    # id of a gate without __dict__ -> its graph
+_GRAPHS = weakref.WeakValueDictionary()     # id of a live graph -> it (gates' owner marks)
 _ref = weakref.ref
 
 
@@ -487,12 +488,26 @@ class ComputationalGraph:
         self._gone = 0                        # removed nodes still in the lists
         self._handles: dict = {}              # index -> weak reference to its Node
         self._sweep = 1024                    # drop dead references past this many
-        self._wself = weakref.ref(self)       # what a gate's owner mark refers to
+        _GRAPHS[id(self)] = self              # what a gate's owner mark refers to
         self._out: int | None = None          # the node given to set_output
         self._dag: nx.MultiDiGraph | None = None   # built on first read of g.dag
         self._plan: Plan | None = None        # compiled for the current structure
         self._plans: dict = {}                # evaluate's plans, by node index
         self.run = RunState()                 # values and gradients of the last run
+
+    def __getstate__(self) -> dict:
+        # copy.deepcopy and pickle: the weak references (to this graph and to the
+        # handles it gave out) are this object's own; a copy makes its own
+        state = self.__dict__.copy()
+        state["_handles"], state["_sweep"] = {}, 1024
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        _GRAPHS[id(self)] = self
+        for i, gate in enumerate(self._gates):  # the copied gates are this copy's
+            if getattr(gate, "_ge_node", None) is not None:
+                gate._ge_node = (id(self), i)
 
     # ------------------------------------------------------------ the record
 
@@ -580,7 +595,7 @@ class ComputationalGraph:
             gate = self._gates[i] = gate()
         if gate is not None:
             try:
-                gate._ge_node = (self._wself, i)
+                gate._ge_node = (id(self), i)
             except AttributeError:            # a gate with __slots__
                 _SLOTTED[id(gate)] = self
         return gate
@@ -654,7 +669,7 @@ class ComputationalGraph:
         self._append(kind, gate, a, b, value, name)
         if gate is not None:
             try:
-                gate._ge_node = (self._wself, k)     # marks the gate as this node's
+                gate._ge_node = (id(self), k)        # marks the gate as this node's
             except AttributeError:                   # a gate with __slots__
                 _SLOTTED[id(gate)] = self
         return self._give(k)
@@ -847,7 +862,7 @@ class ComputationalGraph:
         # the node (of any live graph) that uses this gate instance, or None
         mark = getattr(gate, "_ge_node", None)
         if mark is not None:
-            graph = mark[0]()
+            graph = _GRAPHS.get(mark[0])
             i = mark[1]
             ok = graph is not None and i < len(graph._gates) and graph._gates[i] is gate
             return graph._handle(i) if ok else None

@@ -26,7 +26,20 @@ from .gates import BUILTIN, Gate, fit, zeros_like
 # input's gradient (and a checked step's b is then the tuple of wanted inputs)
 UNARY, BINARY, CHECKED, FIRST, SECOND = 1, 2, 0, 3, 4
 _LEAVES = frozenset(("parameter", "constant"))
-MANY = object()       # the record's _b of a gate whose arity is not 1 or 2: _a holds the tuple
+class _Many:
+    """The record's ``_b`` of a gate whose arity is not 1 or 2 (``_a`` holds the tuple
+    of its inputs): one object, which copies and pickles as itself."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return "MANY"                 # by reference: this module's MANY
+
+    def __repr__(self):
+        return "MANY"
+
+
+MANY = _Many()
 
 
 def derived_names(names, gates, indices) -> list:

@@ -431,3 +431,22 @@ def test_a_removed_node_keeps_its_name_kind_value_and_inputs_and_refuses_the_res
     with pytest.raises(GraphError, match="node 'w' was removed"):
         w.value = 3.0
     assert [n.name for n in g] == ["x"] and len(g) == 1
+
+
+def test_a_deep_copy_or_pickle_of_a_graph_is_a_graph_of_its_own():
+    import pickle
+
+    g = ComputationalGraph()
+    x, w = g.input("x"), g.parameter("w", np.array([1.0, 2.0]))
+    y = g.apply(Scale(), x, w, 1.0, name="y")
+    g.forward(x=3.0)
+    for h in (copy.deepcopy(g), pickle.loads(pickle.dumps(g))):
+        hx = h["x"]
+        assert hx is h["x"] and hx is not x and hx.graph is h and h["y"].inputs[0] is hx
+        z = h.sigmoid(h["y"], name="z")
+        assert "z" in h and "z" not in g and h.output is z and g.output is y
+        with pytest.raises(GraphError, match="already used by another node"):
+            h.apply(h["y"].gate, hx, hx, hx)
+        h["w"].value = [0.0, 0.0]
+        assert h.forward(x=3.0) == pytest.approx([0.7310585786] * 2)
+        assert np.array_equal(g.forward(x=3.0), [4.0, 7.0])
