@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import deque
+from itertools import repeat
+from operator import attrgetter, is_, isub, mul
 
 import numpy as np
 
@@ -10,6 +13,9 @@ from .errors import GraphError
 from .graph import Node
 
 __all__ = ["Optimizer", "SGD", "Adam"]
+
+_value = attrgetter("_value")
+_writeable = attrgetter("flags.writeable")
 
 
 def _positive(value, what: str, upper: float = math.inf, closed: bool = False) -> float:
@@ -62,6 +68,32 @@ class Optimizer:
     def update(self, grads) -> None:
         """Update every parameter in place from ``grads``, one per parameter, in order."""
         raise NotImplementedError
+
+    def _update(self, grads, arrays=None) -> None:
+        # the update itself, from gradients already checked; ``arrays``: the
+        # parameters' values when every one is a writable array (else None)
+        raise NotImplementedError
+
+    def _update_from_plan(self, grads: list, vals: list, slots: tuple) -> None:
+        """``update([grads[k] for k in slots])`` for the gradients a plan's backward
+        computed from ``vals`` (the parameters' slots in order): while every parameter
+        still holds the value in its slot, each gradient has that value's shape and
+        dtype, so only a read-only array is left to check; otherwise ``update`` checks
+        everything (and raises what it finds). Used by ``train.compile_step`` for the
+        built-in optimizers."""
+        values = list(map(_value, self.params))
+        mine = list(map(grads.__getitem__, slots))
+        try:            # all arrays: both checks run in C, whatever the parameter count
+            if all(map(is_, values, map(vals.__getitem__, slots))) and \
+                    all(map(_writeable, values)):
+                self._update(mine, values)
+                return
+        except AttributeError:              # a float parameter has no flags
+            if all(v is vals[k] and (v.__class__ is float or v.flags.writeable)
+                   for v, k in zip(values, slots, strict=True)):
+                self._update(mine)
+                return
+        self.update(mine)
 
     def _check(self, grads) -> list:
         """The gradients as a list after checking them all, before anything changes: one
@@ -159,12 +191,17 @@ class SGD(Optimizer):
         self.velocity = [None] * len(self.params)
 
     def update(self, grads) -> None:
-        grads = self._check(grads)
+        self._update(self._check(grads))
+
+    def _update(self, grads, arrays=None) -> None:
         lr, m = self.lr, self.momentum
         if m:
             grads = [grad * 1.0 if v is None else v * m + grad
                      for v, grad in zip(self.velocity, grads, strict=False)]
             self.velocity = grads
+        if arrays is not None:              # value -= lr * grad for each, in place
+            deque(map(isub, arrays, map(mul, repeat(lr), grads)), 0)
+            return
         ndarray = np.ndarray
         for p, grad in zip(self.params, grads, strict=False):
             value = p._value
@@ -205,7 +242,9 @@ class Adam(Optimizer):
         self.v = [None] * len(self.params)
 
     def update(self, grads) -> None:
-        grads = self._check(grads)
+        self._update(self._check(grads))
+
+    def _update(self, grads, arrays=None) -> None:
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t

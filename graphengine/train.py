@@ -67,6 +67,9 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
         if p.graph is not g:
             raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
     compiled = [None, ()]       # the plan, and the parameters' slots in it
+    # a built-in optimizer's update trusts what the plan's backward computed
+    update = optimizer._update_from_plan if type(optimizer).update in (
+        optim.SGD.update, optim.Adam.update) else None
 
     def step(feed: dict) -> float:
         plan = g.plan()
@@ -84,9 +87,13 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
         if loss.__class__ is not float:
             raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
                              f"scalar loss, got shape {np.shape(loss)}")
-        grads = plan.backward(run.values, 1.0, wrt)
+        vals = run.values
+        grads = plan.backward(vals, 1.0, wrt)
         run.set_grads(plan, grads)
-        optimizer.update([grads[s] for s in wrt])
+        if update is not None:
+            update(grads, vals, wrt)
+        else:
+            optimizer.update([grads[s] for s in wrt])
         return loss
 
     return step
