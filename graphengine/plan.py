@@ -15,6 +15,7 @@ import gc
 
 import numpy as np
 
+from . import codegen
 from .errors import GraphError
 from .gates import BUILTIN, Gate, fit, zeros_like
 
@@ -184,7 +185,38 @@ class Plan:
         for k, node in zip(self.leaf_slots, self.leaf_nodes, strict=False):
             vals[k] = node._value
 
+    # generated code (codegen.py): the functions written so far, by key ("forward",
+    # or a backward's wrt, None for the full one), False where none will be; and runs
+    # so far of each key not yet written
+    _code = _runs = None
+
+    def code(self, key):
+        """The generated function for ``key`` once the plan has run it ``codegen.HOT``
+        times (counting this call), else None: ``"forward"``, or the ``wrt`` of a
+        backward (None for the full backward)."""
+        code = self._code
+        if code is None:
+            code = self._code = {}
+            self._runs = {}
+        fn = code.get(key)
+        if fn is None:
+            runs = self._runs[key] = self._runs.get(key, 0) + 1
+            if runs <= codegen.HOT:
+                return None
+            if key == "forward":
+                fn = codegen.forward(self)
+            else:
+                fn = codegen.backward(self, self.pruned(key) if key is not None
+                                      else self.steps, own=key is None)
+            fn = code[key] = fn or False
+        return fn or None
+
     def forward(self, vals: list) -> None:
+        code = self._code
+        fn = code.get("forward") if code is not None else None
+        if fn or fn is None and (fn := self.code("forward")):
+            fn(vals)
+            return
         out = -1
         try:
             for kind, gate, a, b, out in zip(*self.cols, strict=False):
@@ -204,6 +236,10 @@ class Plan:
         gradients nobody asked for may stay None, and a gate that passes its upstream
         through (add) hands the same array on instead of a copy. ``seed`` becomes
         the output's gradient as it is."""
+        code = self._code
+        fn = code.get(wrt) if code is not None else None
+        if fn or fn is None and (fn := self.code(wrt)):
+            return fn(vals, seed)
         grads = [None] * len(vals)
         grads[self.out] = seed
         out = -1

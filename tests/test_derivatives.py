@@ -8,6 +8,9 @@ import pytest
 from graphengine import ComputationalGraph, Gate, GraphError, derivatives
 from graphengine.derivatives import count_paths
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 
 def circuit():
     g = ComputationalGraph()

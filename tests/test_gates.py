@@ -9,6 +9,9 @@ import pytest
 
 from graphengine import gates as G
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 rng = np.random.default_rng(0)
 
 

@@ -1,0 +1,285 @@
+"""Straight-line Python for a plan: its forward and backward passes written out as one
+function each, generated from the plan's own steps and compiled once.
+
+The loops of ``plan.py`` dispatch on every step's kind, index lists, test for None and
+toggle numpy's error state inside every gate. A generated function runs the same
+steps in the same order with all of that resolved when it is written: values and
+gradients live in local variables (``v3`` is slot 3's value, ``d3`` its gradient),
+the first gradient reaching a slot is assigned and later ones added (fan-out sums as
+in the loop), numpy's warnings are silenced once around the built-in gates rather
+than in each, and the array fast paths of the gates a training step runs (matmul,
+add, sigmoid, softmax cross-entropy) are written in place, behind the very conditions
+their methods test, with the method as the fallback. Every other gate is called.
+A user's gate is called with the caller's error state, and its results checked,
+exactly as the loops do.
+
+The source names slots and generated identifiers only: gates, messages and helpers
+reach it through the function's namespace, so no name or text of a user's is ever
+part of it. When a step fails, the line it failed on gives the step, and the error
+is the loop's: ``Plan._failure`` names the node, gate and input shapes.
+
+Bounds: a plan is written out only after it has run ``HOT`` times (compiling costs
+about 45 µs a step; a rerun saves a fraction of a microsecond a step), and only when
+it has at most ``MAX_STEPS`` steps; larger plans, and every plan's first runs, run
+the loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import gates as G
+
+HOT = 3              # runs of a plan (forward, or one kind of backward) before generating
+MAX_STEPS = 256      # plans with more steps are never generated: their source would be large
+
+
+class _Source:
+    """Lines of one function, each remembering the slot of the step it belongs to."""
+
+    def __init__(self):
+        self.lines, self.slots = [], []
+
+    def add(self, text: str, slot: int = -1, indent: int = 1) -> None:
+        for line in text.split("\n"):
+            self.lines.append("    " * indent + line)
+            self.slots.append(slot)
+
+    def build(self, name: str, namespace: dict, what: str):
+        # line k of the source is self.lines[k - 1]; slot -1: not a step's line
+        code = compile("\n".join(self.lines), f"<graphengine {what}>", "exec")
+        exec(code, namespace)               # defines the function; runs nothing else
+        return namespace[name]
+
+
+def _namespace(plan, phase: str, slots: list) -> dict:
+    def fail(exc, vals):
+        # the first traceback entry is the generated function's own frame
+        tb = exc.__traceback__
+        line = tb.tb_lineno if tb is not None else 0
+        out = slots[line - 1] if 0 < line <= len(slots) else -1
+        return plan._failure(out, phase, vals, exc)
+
+    return {"__name__": __name__, "nd": np.ndarray, "on": G._quiet_on, "off": G._quiet_off,
+            "rowsum": G._rowsum, "fit": G.fit, "like": G._like, "zeros_like": G.zeros_like,
+            "negative": np.negative, "exp": np.exp, "divide": np.divide, "FAIL": fail,
+            "PLAN": plan}
+
+
+# --------------------------------------------------------------- inlined fast paths
+# Each writes the gate's array path as its method runs it, under the same condition,
+# and calls the method otherwise. ``o`` is the output's variable, ``x, y`` the
+# inputs', ``g`` the gate's; all run inside the silenced region.
+
+def _forward_matmul(o, x, y, g):
+    return (f"if {x}.__class__ is nd and {y}.__class__ is nd and {x}.ndim and {y}.ndim:\n"
+            f"    {g}.a = {x}; {g}.b = {y}; {o} = {x} @ {y}\n"
+            f"    if not {o}.ndim: {o} = float({o})\n"
+            f"else:\n"
+            f"    {o} = {g}.forward({x}, {y})")
+
+
+def _forward_add(o, x, y, g):
+    return (f"if {x}.__class__ is float and {y}.__class__ is float:\n"
+            f"    {o} = {x} + {y}\n"
+            f"else:\n"
+            f"    {g}.x = {x}; {g}.y = {y}; {o} = {x} + {y}")
+
+
+def _forward_sigmoid(o, x, g):
+    return (f"if {x}.__class__ is nd and {x}.dtype.kind == 'f' and {x}.ndim:\n"
+            f"    {o} = negative({x}); exp({o}, out={o}); {o} += 1.0; "
+            f"divide(1.0, {o}, out={o}); {g}.out = {o}\n"
+            f"else:\n"
+            f"    {o} = {g}.forward({x})")
+
+
+FORWARD = {G.MatMulGate: _forward_matmul, G.AddGate: _forward_add,
+           G.SigmoidGate: _forward_sigmoid}
+
+
+def _backward_matmul(p, q, up, g, need):
+    # need: which of the two gradients to compute (a pruned step wants one)
+    lines = [f"a = {g}.a; b = {g}.b",
+             "if a.ndim == 2 and b.ndim == 2:"]
+    if need[0]:
+        lines.append(f"    {p} = {up} @ b.T")
+        lines.append(f"    if {p}.dtype is not a.dtype: {p} = like({p}, a)")
+    if need[1]:
+        lines.append(f"    {q} = a.T @ {up}")
+        lines.append(f"    if {q}.dtype is not b.dtype: {q} = like({q}, b)")
+    lines.append("else:")
+    lines.append(f"    {p}, {q} = {g}.backward({up}, ({need[0]}, {need[1]}))")
+    return "\n".join(lines)
+
+
+def _backward_add(p, q, up, g, need):
+    lines = [f"if {up}.__class__ is float:",
+             f"    {p} = {q} = {up}",
+             "else:",
+             f"    x = {g}.x; y = {g}.y"]
+    if need[0]:
+        lines += [f"    if x.__class__ is nd and x.shape == {up}.shape and x.dtype is {up}.dtype:",
+                  f"        {p} = {up}",
+                  "    else:",
+                  f"        {p} = fit({up}, x)"]
+    if need[1]:
+        lines += [f"    if y.__class__ is nd and y.dtype is {up}.dtype and y.ndim "
+                  f"and {up}.shape[1:] == y.shape:",
+                  f"        {q} = rowsum({up}, 0)",
+                  "    else:",
+                  f"        {q} = fit({up}, y)"]
+    return "\n".join(lines)
+
+
+def _backward_sigmoid(p, up, g):
+    return (f"s = {g}.out\n"
+            f"if s.__class__ is float:\n"
+            f"    {p} = (1.0 - s) * s * {up}\n"
+            f"else:\n"
+            f"    {p} = 1.0 - s; {p} *= s; {p} *= {up}")
+
+
+def _backward_softmax_cross_entropy(p, q, up, g, need):
+    lines = [f"{p} = {g}._dlogits()",
+             f"if {up}.__class__ is not float or {up} != 1.0: {p} *= {up}"]
+    if need[1]:
+        lines.append(f"{q} = zeros_like({g}.labels)")
+    return "\n".join(lines)
+
+
+BACKWARD = {G.MatMulGate: _backward_matmul, G.AddGate: _backward_add,
+            G.SoftmaxCrossEntropy: _backward_softmax_cross_entropy}
+BACKWARD_UNARY = {G.SigmoidGate: _backward_sigmoid}
+# gates whose inlined backward may hand the upstream array itself on (add): the full
+# backward copies it, as the loop does, so that every gradient is its own array
+PASSES_UPSTREAM = {G.AddGate}
+
+
+# --------------------------------------------------------------- the two passes
+
+def forward(plan):
+    """The plan's forward pass as one function ``f(vals)``, or None past MAX_STEPS."""
+    kinds, gates, A, B, outs = plan.cols
+    if not kinds or len(kinds) > MAX_STEPS:
+        return None
+    src = _Source()
+    src.add("def forward(vals):", indent=0)
+    produced = set(outs)
+    used = sorted({s for k, a, b in zip(kinds, A, B, strict=True)
+                   for s in ((a,) if k == 1 else (a, b) if k == 2 else a)} - produced)
+    for s in used:
+        src.add(f"v{s} = vals[{s}]")
+    src.add("t = on()")
+    src.add("try:")
+    ns = _namespace(plan, "forward", src.slots)
+    for kind, gate, a, b, out in zip(kinds, gates, A, B, outs, strict=True):
+        g, o = f"g{out}", f"v{out}"
+        ns[g] = gate
+        if kind == 1:
+            make = FORWARD.get(type(gate))
+            body = make(o, f"v{a}", g) if make else f"{o} = {g}.forward(v{a})"
+        elif kind == 2:
+            make = FORWARD.get(type(gate))
+            body = make(o, f"v{a}", f"v{b}", g) if make else f"{o} = {g}.forward(v{a}, v{b})"
+        else:
+            # a user's gate: run with the caller's error state, its result checked
+            ns[f"m{out}"] = f"node {plan.names[out]!r}: forward returned"
+            args = "".join(f"v{i}, " for i in a)
+            body = (f"off(t); t = None\n"
+                    f"{o} = as_value({g}.forward({args}), m{out})\n"
+                    f"t = on()")
+            ns["as_value"] = _as_value()
+        src.add(body, out, indent=2)
+        src.add(f"vals[{out}] = {o}", out, indent=2)
+    src.add("except Exception as exc:")
+    src.add("raise FAIL(exc, vals) from exc", indent=2)
+    src.add("finally:")
+    src.add("if t is not None: off(t)", indent=2)
+    return src.build("forward", ns, "forward")
+
+
+def _as_value():
+    from .plan import as_value
+    return as_value
+
+
+def backward(plan, steps, own: bool):
+    """The backward pass over ``steps`` (the plan's, or a pruned list) as one function
+    ``f(vals, seed) -> grads``, or None past MAX_STEPS. ``own``: every gradient is its
+    own array (the full backward), as ``Plan.backward`` says."""
+    if not steps or len(steps) > MAX_STEPS:
+        return None
+    from .plan import _Wants
+    src = _Source()
+    src.add("def backward(vals, seed):", indent=0)
+    src.add(f"d{plan.out} = seed")
+    src.add("t = on()")
+    src.add("try:")
+    ns = _namespace(plan, "backward", src.slots)
+    ns["own"] = _own()
+    has = {plan.out}                 # slots holding a gradient so far
+
+    def add_to(slot, part):
+        if slot in has:
+            return f"d{slot} = d{slot} + {part}"
+        has.add(slot)
+        return f"d{slot} = {part}"
+
+    for kind, gate, a, b, out in reversed(steps):
+        if out not in has:
+            return None              # no gradient reaches this step: leave it to the loop
+        g, up = f"g{out}", f"d{out}"
+        lines = []
+        if kind in (2, 3, 4):                            # BINARY, FIRST, SECOND
+            need = (kind != 4, kind != 3)
+            real = gate.gate if isinstance(gate, _Wants) else gate
+            make = BACKWARD.get(type(real))
+            ns[g] = real if make else gate
+            if make:
+                lines.append(make("p", "q", up, g, need))
+            elif kind == 2:
+                lines.append(f"p, q = {g}.backward({up})")
+            elif kind == 3:
+                lines.append(f"p = {g}.backward({up})[0]")
+            else:
+                lines.append(f"q = {g}.backward({up})[1]")
+            if own and kind == 2 and (not make or type(real) in PASSES_UPSTREAM):
+                lines.append(f"if {up}.__class__ is not float and "
+                             f"(p is {up} or q is {up} or p is q): p, q = own(p, q, {up})")
+            if need[0]:
+                lines.append(add_to(a, "p"))
+            if need[1]:
+                lines.append(add_to(b, "q"))
+        elif kind == 1:                                  # UNARY
+            make = BACKWARD_UNARY.get(type(gate))
+            ns[g] = gate
+            if make:
+                lines.append(make("p", up, g))
+            else:
+                lines.append(f"(p,) = {g}.backward({up})")
+                if own:
+                    lines.append(f"if p is {up} and {up}.__class__ is not float: p = p.copy()")
+            lines.append(add_to(a, "p"))
+        else:                                            # CHECKED: a user's gate
+            ns[g], ns[f"a{out}"] = gate, a
+            lines.append("off(t); t = None")
+            lines.append(f"mine = {up}.copy() if {up}.__class__ is nd else {up}")
+            lines.append(f"parts = PLAN._checked({out}, a{out}, {g}.backward(mine), vals)")
+            lines.append("t = on()")
+            for k, (i, want) in enumerate(zip(a, b or (True,) * len(a), strict=True)):
+                if want:
+                    lines.append(add_to(i, f"parts[{k}]"))
+        src.add("\n".join(lines), out, indent=2)
+    src.add("except Exception as exc:")
+    src.add("raise FAIL(exc, vals) from exc", indent=2)
+    src.add("finally:")
+    src.add("if t is not None: off(t)", indent=2)
+    grads = ", ".join(f"d{s}" if s in has else "None" for s in range(len(plan.names)))
+    src.add(f"return [{grads}]")
+    return src.build("backward", ns, "backward")
+
+
+def _own():
+    from .plan import _own
+    return _own
