@@ -35,35 +35,45 @@ MAX_STEPS = 256      # plans with more steps are never generated: their source w
 
 
 class _Source:
-    """Lines of one function, each remembering the slot of the step it belongs to."""
+    """Lines of one function, each remembering the step (its slot, -1 for none) and
+    the pass ("forward" or "backward") it belongs to."""
 
     def __init__(self):
-        self.lines, self.slots = [], []
+        self.lines, self.marks = [], []
+        self.phase = "forward"
 
     def add(self, text: str, slot: int = -1, indent: int = 1) -> None:
         for line in text.split("\n"):
             self.lines.append("    " * indent + line)
-            self.slots.append(slot)
+            self.marks.append((slot, self.phase))
 
     def build(self, name: str, namespace: dict, what: str):
-        # line k of the source is self.lines[k - 1]; slot -1: not a step's line
         code = compile("\n".join(self.lines), f"<graphengine {what}>", "exec")
         exec(code, namespace)               # defines the function; runs nothing else
-        return namespace[name]
+        fn = namespace[name]
+        fn.source = "\n".join(self.lines)   # for reading and for tests
+        return fn
 
 
-def _namespace(plan, phase: str, slots: list) -> dict:
-    def fail(exc, vals):
-        # the first traceback entry is the generated function's own frame
+def _namespace(plan, marks: list) -> dict:
+    def fail(exc, vals, local, run=None):
+        # the first traceback entry is the generated function's own frame: its line
+        # gives the step; values computed so far go into vals, as the loops put them
         tb = exc.__traceback__
         line = tb.tb_lineno if tb is not None else 0
-        out = slots[line - 1] if 0 < line <= len(slots) else -1
+        out, phase = marks[line - 1] if 0 < line <= len(marks) else (-1, "forward")
+        for name, v in local.items():
+            if name[0] == "v" and name[1:].isdigit():
+                vals[int(name[1:])] = v
+        if run is not None and phase == "forward":
+            run.forget_values()             # as a failed Graph.forward leaves it
         return plan._failure(out, phase, vals, exc)
 
-    return {"__name__": __name__, "nd": np.ndarray, "on": G._quiet_on, "off": G._quiet_off,
-            "rowsum": G._rowsum, "fit": G.fit, "like": G._like, "zeros_like": G.zeros_like,
-            "negative": np.negative, "exp": np.exp, "divide": np.divide, "FAIL": fail,
-            "PLAN": plan}
+    return {"__name__": __name__, "nd": np.ndarray, "F64": np.dtype(np.float64),
+            "on": G._quiet_on, "off": G._quiet_off, "rowsum": G._rowsum, "fit": G.fit,
+            "like": G._like, "zeros_like": G.zeros_like, "negative": np.negative,
+            "exp": np.exp, "divide": np.divide, "own": _plan()._own, "PLAN": plan,
+            "FAIL": fail}
 
 
 # --------------------------------------------------------------- inlined fast paths
@@ -72,9 +82,10 @@ def _namespace(plan, phase: str, slots: list) -> dict:
 # inputs', ``g`` the gate's; all run inside the silenced region.
 
 def _forward_matmul(o, x, y, g):
-    return (f"if {x}.__class__ is nd and {y}.__class__ is nd and {x}.ndim and {y}.ndim:\n"
+    # a of two dimensions or more: the product is an array (the method makes a float
+    # of two vectors' product)
+    return (f"if {x}.__class__ is nd and {y}.__class__ is nd and {x}.ndim > 1 and {y}.ndim:\n"
             f"    {g}.a = {x}; {g}.b = {y}; {o} = {x} @ {y}\n"
-            f"    if not {o}.ndim: {o} = float({o})\n"
             f"else:\n"
             f"    {o} = {g}.forward({x}, {y})")
 
@@ -87,7 +98,9 @@ def _forward_add(o, x, y, g):
 
 
 def _forward_sigmoid(o, x, g):
-    return (f"if {x}.__class__ is nd and {x}.dtype.kind == 'f' and {x}.ndim:\n"
+    # F64 first: the dtype's kind is the slower question (a float64 array's dtype is it)
+    return (f"if {x}.__class__ is nd and ({x}.dtype is F64 or {x}.dtype.kind == 'f') "
+            f"and {x}.ndim:\n"
             f"    {o} = negative({x}); exp({o}, out={o}); {o} += 1.0; "
             f"divide(1.0, {o}, out={o}); {g}.out = {o}\n"
             f"else:\n"
@@ -117,15 +130,15 @@ def _backward_add(p, q, up, g, need):
     lines = [f"if {up}.__class__ is float:",
              f"    {p} = {q} = {up}",
              "else:",
-             f"    x = {g}.x; y = {g}.y"]
+             f"    x = {g}.x; y = {g}.y; shape = {up}.shape"]
     if need[0]:
-        lines += [f"    if x.__class__ is nd and x.shape == {up}.shape and x.dtype is {up}.dtype:",
+        lines += [f"    if x.__class__ is nd and x.shape == shape and x.dtype is {up}.dtype:",
                   f"        {p} = {up}",
                   "    else:",
                   f"        {p} = fit({up}, x)"]
     if need[1]:
         lines += [f"    if y.__class__ is nd and y.dtype is {up}.dtype and y.ndim "
-                  f"and {up}.shape[1:] == y.shape:",
+                  f"and shape[1:] == y.shape:",
                   f"        {q} = rowsum({up}, 0)",
                   "    else:",
                   f"        {q} = fit({up}, y)"]
@@ -141,8 +154,11 @@ def _backward_sigmoid(p, up, g):
 
 
 def _backward_softmax_cross_entropy(p, q, up, g, need):
-    lines = [f"{p} = {g}._dlogits()",
-             f"if {up}.__class__ is not float or {up} != 1.0: {p} *= {up}"]
+    # _dlogits, then the upstream unless it is the literal seed 1.0 of a training step
+    lines = [f"n = len({g}.flat); {p} = divide({g}.e, {g}.total * n, order='C')",
+             f"{p}.reshape(-1)[{g}.flat] -= 1.0 / n; {p} = {p}.reshape({g}.shape)"]
+    if up != "1.0":
+        lines.append(f"if {up}.__class__ is not float or {up} != 1.0: {p} *= {up}")
     if need[1]:
         lines.append(f"{q} = zeros_like({g}.labels)")
     return "\n".join(lines)
@@ -156,25 +172,18 @@ BACKWARD_UNARY = {G.SigmoidGate: _backward_sigmoid}
 PASSES_UPSTREAM = {G.AddGate}
 
 
-# --------------------------------------------------------------- the two passes
+# --------------------------------------------------------------- the passes
 
-def forward(plan):
-    """The plan's forward pass as one function ``f(vals)``, or None past MAX_STEPS."""
+def _slots_read(kinds, A, B):
+    return {s for k, a, b in zip(kinds, A, B, strict=True)
+            for s in ((a,) if k == 1 else (a, b) if k == 2 else a)}
+
+
+def _forward_steps(plan, src, ns, indent: int) -> None:
+    """The forward steps into ``src``: every value read is in a local ``v{slot}``."""
     kinds, gates, A, B, outs = plan.cols
-    if not kinds or len(kinds) > MAX_STEPS:
-        return None
-    src = _Source()
-    src.add("def forward(vals):", indent=0)
-    produced = set(outs)
-    used = sorted({s for k, a, b in zip(kinds, A, B, strict=True)
-                   for s in ((a,) if k == 1 else (a, b) if k == 2 else a)} - produced)
-    for s in used:
-        src.add(f"v{s} = vals[{s}]")
-    src.add("t = on()")
-    src.add("try:")
-    ns = _namespace(plan, "forward", src.slots)
     for kind, gate, a, b, out in zip(kinds, gates, A, B, outs, strict=True):
-        g, o = f"g{out}", f"v{out}"
+        g, o = f"f{out}", f"v{out}"
         ns[g] = gate
         if kind == 1:
             make = FORWARD.get(type(gate))
@@ -185,39 +194,21 @@ def forward(plan):
         else:
             # a user's gate: run with the caller's error state, its result checked
             ns[f"m{out}"] = f"node {plan.names[out]!r}: forward returned"
+            ns["as_value"] = _plan().as_value
             args = "".join(f"v{i}, " for i in a)
             body = (f"off(t); t = None\n"
                     f"{o} = as_value({g}.forward({args}), m{out})\n"
                     f"t = on()")
-            ns["as_value"] = _as_value()
-        src.add(body, out, indent=2)
-        src.add(f"vals[{out}] = {o}", out, indent=2)
-    src.add("except Exception as exc:")
-    src.add("raise FAIL(exc, vals) from exc", indent=2)
-    src.add("finally:")
-    src.add("if t is not None: off(t)", indent=2)
-    return src.build("forward", ns, "forward")
+        src.add(body, out, indent)
+    # every slot's value, as the loop leaves them (all are locals now)
+    src.add(f"vals[:] = ({''.join(f'v{k}, ' for k in range(len(plan.names)))})", -1, indent)
 
 
-def _as_value():
-    from .plan import as_value
-    return as_value
-
-
-def backward(plan, steps, own: bool):
-    """The backward pass over ``steps`` (the plan's, or a pruned list) as one function
-    ``f(vals, seed) -> grads``, or None past MAX_STEPS. ``own``: every gradient is its
-    own array (the full backward), as ``Plan.backward`` says."""
-    if not steps or len(steps) > MAX_STEPS:
-        return None
-    from .plan import _Wants
-    src = _Source()
-    src.add("def backward(vals, seed):", indent=0)
-    src.add(f"d{plan.out} = seed")
-    src.add("t = on()")
-    src.add("try:")
-    ns = _namespace(plan, "backward", src.slots)
-    ns["own"] = _own()
+def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str):
+    """The backward steps into ``src``, the output's gradient being ``seed`` (a name
+    or the literal 1.0); returns the gradients' list display, or None when a step
+    would get no gradient (left to the loop)."""
+    src.phase = "backward"
     has = {plan.out}                 # slots holding a gradient so far
 
     def add_to(slot, part):
@@ -228,12 +219,12 @@ def backward(plan, steps, own: bool):
 
     for kind, gate, a, b, out in reversed(steps):
         if out not in has:
-            return None              # no gradient reaches this step: leave it to the loop
-        g, up = f"g{out}", f"d{out}"
+            return None
+        g, up = f"b{out}", seed if out == plan.out else f"d{out}"
         lines = []
         if kind in (2, 3, 4):                            # BINARY, FIRST, SECOND
             need = (kind != 4, kind != 3)
-            real = gate.gate if isinstance(gate, _Wants) else gate
+            real = gate.gate if isinstance(gate, _plan()._Wants) else gate
             make = BACKWARD.get(type(real))
             ns[g] = real if make else gate
             if make:
@@ -270,16 +261,97 @@ def backward(plan, steps, own: bool):
             for k, (i, want) in enumerate(zip(a, b or (True,) * len(a), strict=True)):
                 if want:
                     lines.append(add_to(i, f"parts[{k}]"))
-        src.add("\n".join(lines), out, indent=2)
+        src.add("\n".join(lines), out, indent)
+    return "[" + ", ".join(seed if s == plan.out else f"d{s}" if s in has else "None"
+                           for s in range(len(plan.names))) + "]"
+
+
+def _open(src) -> None:
+    # numpy's warnings off around the steps (t is None while a user's gate runs)
+    src.add("t = on()")
+    src.add("try:")
+
+
+def _close(src, run: str = "") -> None:
     src.add("except Exception as exc:")
-    src.add("raise FAIL(exc, vals) from exc", indent=2)
+    src.add(f"raise FAIL(exc, vals, locals(){run}) from exc", indent=2)
     src.add("finally:")
     src.add("if t is not None: off(t)", indent=2)
-    grads = ", ".join(f"d{s}" if s in has else "None" for s in range(len(plan.names)))
-    src.add(f"return [{grads}]")
+
+
+def forward(plan):
+    """The plan's forward pass as one function ``f(vals)``, or None past MAX_STEPS."""
+    kinds, _, A, B, outs = plan.cols
+    if not kinds or len(kinds) > MAX_STEPS:
+        return None
+    src = _Source()
+    ns = _namespace(plan, src.marks)
+    src.add("def forward(vals):", indent=0)
+    for s in sorted(_slots_read(kinds, A, B) - set(outs)):
+        src.add(f"v{s} = vals[{s}]")
+    _open(src)
+    _forward_steps(plan, src, ns, 2)
+    _close(src)
+    return src.build("forward", ns, "forward")
+
+
+def backward(plan, steps, own: bool):
+    """The backward pass over ``steps`` (the plan's, or a pruned list) as one function
+    ``f(vals, seed) -> grads``, or None past MAX_STEPS. ``own``: every gradient is its
+    own array (the full backward), as ``Plan.backward`` says."""
+    if not steps or len(steps) > MAX_STEPS:
+        return None
+    src = _Source()
+    ns = _namespace(plan, src.marks)
+    src.add("def backward(vals, seed):", indent=0)
+    _open(src)
+    grads = _backward_steps(plan, steps, own, src, ns, 2, "seed")
+    _close(src)
+    if grads is None:
+        return None
+    src.add(f"return {grads}")
     return src.build("backward", ns, "backward")
 
 
-def _own():
-    from .plan import _own
-    return _own
+def train_step(plan, wrt: tuple):
+    """A training step's passes as one function ``f(vals, feed, run)``: ``Graph.forward``'s
+    common case (a dict of exactly the plan's inputs to floats or float arrays; else
+    it returns None having done nothing), the forward, the loss (returned alone as
+    ``(value, None)`` when it is not a float) and the backward pruned to ``wrt`` with
+    seed 1.0, as ``compile_step`` runs them; returns ``(loss, grads)``. ``run`` is the
+    graph's RunState, told of the values as ``Graph.forward`` tells it (a failed
+    forward leaves it without values)."""
+    steps = plan.pruned(wrt)
+    kinds = plan.cols[0]
+    if not kinds or not steps or len(kinds) + len(steps) > MAX_STEPS:
+        return None
+    src = _Source()
+    ns = _namespace(plan, src.marks)
+    out = plan.out
+    src.add("def step(vals, feed, run):", indent=0)
+    src.add(f"if feed.__class__ is not dict or len(feed) != {len(plan.inputs)}: return None")
+    for slot, name in plan.inputs:
+        ns[f"k{slot}"] = name
+        v = f"v{slot}"
+        src.add(f"{v} = feed.get(k{slot})")
+        src.add(f"if {v}.__class__ is not float and ({v}.__class__ is not nd or "
+                f"{v}.dtype is not F64 and {v}.dtype.kind != 'f' or not {v}.ndim): return None")
+    src.add("if run.fed: run.fed = {}")
+    for slot, node in zip(plan.leaf_slots, plan.leaf_nodes, strict=True):
+        ns[f"n{slot}"] = node
+        src.add(f"v{slot} = n{slot}._value")
+    _open(src)
+    _forward_steps(plan, src, ns, 2)
+    src.add("run.set_values(PLAN, vals)", indent=2)
+    src.add(f"if v{out}.__class__ is not float: return v{out}, None", indent=2)
+    grads = _backward_steps(plan, steps, False, src, ns, 2, "1.0")
+    _close(src, ", run")
+    if grads is None:
+        return None
+    src.add(f"return v{out}, {grads}")
+    return src.build("step", ns, "training step")
+
+
+def _plan():
+    from . import plan  # plan.py imports this module
+    return plan

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
-from itertools import repeat
-from operator import attrgetter, is_, isub, mul
 
 import numpy as np
 
@@ -13,9 +10,6 @@ from .errors import GraphError
 from .graph import Node
 
 __all__ = ["Optimizer", "SGD", "Adam"]
-
-_value = attrgetter("_value")
-_writeable = attrgetter("flags.writeable")
 
 
 def _positive(value, what: str, upper: float = math.inf, closed: bool = False) -> float:
@@ -69,9 +63,8 @@ class Optimizer:
         """Update every parameter in place from ``grads``, one per parameter, in order."""
         raise NotImplementedError
 
-    def _update(self, grads, arrays=None) -> None:
-        # the update itself, from gradients already checked; ``arrays``: the
-        # parameters' values when every one is a writable array (else None)
+    def _update(self, grads) -> None:
+        # the update itself, from gradients already checked
         raise NotImplementedError
 
     def _update_from_plan(self, grads: list, vals: list, slots: tuple) -> None:
@@ -81,19 +74,13 @@ class Optimizer:
         dtype, so only a read-only array is left to check; otherwise ``update`` checks
         everything (and raises what it finds). Used by ``train.compile_step`` for the
         built-in optimizers."""
-        values = list(map(_value, self.params))
-        mine = list(map(grads.__getitem__, slots))
-        try:            # all arrays: both checks run in C, whatever the parameter count
-            if all(map(is_, values, map(vals.__getitem__, slots))) and \
-                    all(map(_writeable, values)):
-                self._update(mine, values)
+        ndarray = np.ndarray
+        for p, k in zip(self.params, slots, strict=False):
+            value = p._value
+            if value is not vals[k] or value.__class__ is ndarray and not value.flags.writeable:
+                self.update([grads[k] for k in slots])
                 return
-        except AttributeError:              # a float parameter has no flags
-            if all(v is vals[k] and (v.__class__ is float or v.flags.writeable)
-                   for v, k in zip(values, slots, strict=True)):
-                self._update(mine)
-                return
-        self.update(mine)
+        self._update([grads[k] for k in slots])
 
     def _check(self, grads) -> list:
         """The gradients as a list after checking them all, before anything changes: one
@@ -193,15 +180,12 @@ class SGD(Optimizer):
     def update(self, grads) -> None:
         self._update(self._check(grads))
 
-    def _update(self, grads, arrays=None) -> None:
+    def _update(self, grads) -> None:
         lr, m = self.lr, self.momentum
         if m:
             grads = [grad * 1.0 if v is None else v * m + grad
                      for v, grad in zip(self.velocity, grads, strict=False)]
             self.velocity = grads
-        if arrays is not None:              # value -= lr * grad for each, in place
-            deque(map(isub, arrays, map(mul, repeat(lr), grads)), 0)
-            return
         ndarray = np.ndarray
         for p, grad in zip(self.params, grads, strict=False):
             value = p._value
@@ -244,7 +228,7 @@ class Adam(Optimizer):
     def update(self, grads) -> None:
         self._update(self._check(grads))
 
-    def _update(self, grads, arrays=None) -> None:
+    def _update(self, grads) -> None:
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t

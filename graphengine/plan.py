@@ -192,8 +192,9 @@ class Plan:
 
     def code(self, key):
         """The generated function for ``key`` once the plan has run it ``codegen.HOT``
-        times (counting this call), else None: ``"forward"``, or the ``wrt`` of a
-        backward (None for the full backward)."""
+        times (counting this call), else None: ``"forward"``, the ``wrt`` of a
+        backward (None for the full backward), or ``("step", wrt)`` for
+        ``codegen.train_step``."""
         code = self._code
         if code is None:
             code = self._code = {}
@@ -205,6 +206,8 @@ class Plan:
                 return None
             if key == "forward":
                 fn = codegen.forward(self)
+            elif key.__class__ is tuple and key and key[0] == "step":
+                fn = codegen.train_step(self, key[1])
             else:
                 fn = codegen.backward(self, self.pruned(key) if key is not None
                                       else self.steps, own=key is None)

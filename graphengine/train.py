@@ -66,7 +66,7 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     for p in optimizer.params:
         if p.graph is not g:
             raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
-    compiled = [None, ()]       # the plan, and the parameters' slots in it
+    compiled = [None, (), None]   # the plan, the parameters' slots, its generated step
     # a built-in optimizer's update trusts what the plan's backward computed
     update = optimizer._update_from_plan if type(optimizer).update in (
         optim.SGD.update, optim.Adam.update) else None
@@ -78,17 +78,25 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
                 if p.name not in plan.slot:
                     raise GraphError(f"compile_step: the loss {plan.names[plan.out]!r} does "
                                      f"not depend on parameter {p.name!r}")
-            compiled[:] = plan, tuple(plan.slot[p.name] for p in optimizer.params)
-        wrt = compiled[1]
+            compiled[:] = plan, tuple(plan.slot[p.name] for p in optimizer.params), None
+        _, wrt, fused = compiled
         run = g.run
         # the last step's arrays go back to the allocator before this step allocates
         run.clear_grads()
-        loss = g.forward(feed)
-        if loss.__class__ is not float:
+        if fused is None:
+            fused = compiled[2] = plan.code(("step", wrt))
+        vals = run.values
+        # the generated step does g.forward's common case itself (None: any other feed)
+        done = fused(vals, feed, run) if fused and run.plan is plan else None
+        if done is not None:
+            loss, grads = done
+        else:
+            loss = g.forward(feed)
+            vals = run.values
+            grads = None if loss.__class__ is not float else plan.backward(vals, 1.0, wrt)
+        if grads is None:
             raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
                              f"scalar loss, got shape {np.shape(loss)}")
-        vals = run.values
-        grads = plan.backward(vals, 1.0, wrt)
         run.set_grads(plan, grads)
         if update is not None:
             update(grads, vals, wrt)
