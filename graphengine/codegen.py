@@ -56,15 +56,12 @@ class _Source:
 
 
 def _namespace(plan, marks: list) -> dict:
-    def fail(exc, vals, local, run=None):
+    def fail(exc, vals, run=None):
         # the first traceback entry is the generated function's own frame: its line
-        # gives the step; values computed so far go into vals, as the loops put them
+        # gives the step
         tb = exc.__traceback__
         line = tb.tb_lineno if tb is not None else 0
         out, phase = marks[line - 1] if 0 < line <= len(marks) else (-1, "forward")
-        for name, v in local.items():
-            if name[0] == "v" and name[1:].isdigit():
-                vals[int(name[1:])] = v
         if run is not None and phase == "forward":
             run.forget_values()             # as a failed Graph.forward leaves it
         return plan._failure(out, phase, vals, exc)
@@ -200,8 +197,10 @@ def _forward_steps(plan, src, ns, indent: int) -> None:
                     f"{o} = as_value({g}.forward({args}), m{out})\n"
                     f"t = on()")
         src.add(body, out, indent)
-    # every slot's value, as the loop leaves them (all are locals now)
-    src.add(f"vals[:] = ({''.join(f'v{k}, ' for k in range(len(plan.names)))})", -1, indent)
+        # into its slot now: the last run's value there goes back to the allocator
+        # before the next step allocates (a batch of 1797 rows measured 5% slower
+        # with every slot written at the end)
+        src.add(f"vals[{out}] = {o}", out, indent)
 
 
 def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str):
@@ -274,7 +273,7 @@ def _open(src) -> None:
 
 def _close(src, run: str = "") -> None:
     src.add("except Exception as exc:")
-    src.add(f"raise FAIL(exc, vals, locals(){run}) from exc", indent=2)
+    src.add(f"raise FAIL(exc, vals{run}) from exc", indent=2)
     src.add("finally:")
     src.add("if t is not None: off(t)", indent=2)
 
@@ -339,7 +338,9 @@ def train_step(plan, wrt: tuple):
     src.add("if run.fed: run.fed = {}")
     for slot, node in zip(plan.leaf_slots, plan.leaf_nodes, strict=True):
         ns[f"n{slot}"] = node
-        src.add(f"v{slot} = n{slot}._value")
+        src.add(f"v{slot} = vals[{slot}] = n{slot}._value")
+    for slot, _ in plan.inputs:
+        src.add(f"vals[{slot}] = v{slot}")
     _open(src)
     _forward_steps(plan, src, ns, 2)
     src.add("run.set_values(PLAN, vals)", indent=2)
