@@ -69,8 +69,8 @@ def _namespace(plan, marks: list) -> dict:
     return {"__name__": __name__, "nd": np.ndarray, "F64": np.dtype(np.float64),
             "on": G._quiet_on, "off": G._quiet_off, "rowsum": G._rowsum, "fit": G.fit,
             "like": G._like, "zeros_like": G.zeros_like, "negative": np.negative,
-            "exp": np.exp, "divide": np.divide, "own": _plan()._own, "PLAN": plan,
-            "FAIL": fail}
+            "exp": np.exp, "divide": np.divide, "zeros": np.zeros, "own": _plan()._own,
+            "PLAN": plan, "FAIL": fail}
 
 
 # --------------------------------------------------------------- inlined fast paths
@@ -108,8 +108,9 @@ FORWARD = {G.MatMulGate: _forward_matmul, G.AddGate: _forward_add,
            G.SigmoidGate: _forward_sigmoid}
 
 
-def _backward_matmul(p, q, up, g, need):
-    # need: which of the two gradients to compute (a pruned step wants one)
+def _backward_matmul(p, q, up, g, need, own):
+    # need: which of the two gradients to compute (a pruned step wants one); own: the
+    # full backward, where every gradient must be its own array (fresh products here)
     lines = [f"a = {g}.a; b = {g}.b",
              "if a.ndim == 2 and b.ndim == 2:"]
     if need[0]:
@@ -123,22 +124,28 @@ def _backward_matmul(p, q, up, g, need):
     return "\n".join(lines)
 
 
-def _backward_add(p, q, up, g, need):
+def _backward_add(p, q, up, g, need, own):
+    # own: the upstream array passed through is copied, and a fit that hands it back
+    # (or the first gradient) too, as the loop's _own does
     lines = [f"if {up}.__class__ is float:",
              f"    {p} = {q} = {up}",
              "else:",
              f"    x = {g}.x; y = {g}.y; shape = {up}.shape"]
     if need[0]:
         lines += [f"    if x.__class__ is nd and x.shape == shape and x.dtype is {up}.dtype:",
-                  f"        {p} = {up}",
+                  f"        {p} = {up}.copy()" if own else f"        {p} = {up}",
                   "    else:",
                   f"        {p} = fit({up}, x)"]
+        if own:
+            lines.append(f"        if {p} is {up}: {p} = {p}.copy()")
     if need[1]:
         lines += [f"    if y.__class__ is nd and y.dtype is {up}.dtype and y.ndim "
                   f"and shape[1:] == y.shape:",
                   f"        {q} = rowsum({up}, 0)",
                   "    else:",
                   f"        {q} = fit({up}, y)"]
+        if own:
+            lines.append(f"        if {q} is {up} or {q} is {p}: {q} = {q}.copy()")
     return "\n".join(lines)
 
 
@@ -150,23 +157,21 @@ def _backward_sigmoid(p, up, g):
             f"    {p} = 1.0 - s; {p} *= s; {p} *= {up}")
 
 
-def _backward_softmax_cross_entropy(p, q, up, g, need):
+def _backward_softmax_cross_entropy(p, q, up, g, need, own):
     # _dlogits, then the upstream unless it is the literal seed 1.0 of a training step
     lines = [f"n = len({g}.flat); {p} = divide({g}.e, {g}.total * n, order='C')",
              f"{p}.reshape(-1)[{g}.flat] -= 1.0 / n; {p} = {p}.reshape({g}.shape)"]
     if up != "1.0":
         lines.append(f"if {up}.__class__ is not float or {up} != 1.0: {p} *= {up}")
-    if need[1]:
-        lines.append(f"{q} = zeros_like({g}.labels)")
+    if need[1]:                        # zeros_like, a float64 array's first
+        lines.append(f"y = {g}.labels; {q} = zeros(y.shape, F64) if y.__class__ is nd and "
+                     f"y.dtype is F64 else zeros_like(y)")
     return "\n".join(lines)
 
 
 BACKWARD = {G.MatMulGate: _backward_matmul, G.AddGate: _backward_add,
             G.SoftmaxCrossEntropy: _backward_softmax_cross_entropy}
 BACKWARD_UNARY = {G.SigmoidGate: _backward_sigmoid}
-# gates whose inlined backward may hand the upstream array itself on (add): the full
-# backward copies it, as the loop does, so that every gradient is its own array
-PASSES_UPSTREAM = {G.AddGate}
 
 
 # --------------------------------------------------------------- the passes
@@ -227,14 +232,14 @@ def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str):
             make = BACKWARD.get(type(real))
             ns[g] = real if make else gate
             if make:
-                lines.append(make("p", "q", up, g, need))
+                lines.append(make("p", "q", up, g, need, own))
             elif kind == 2:
                 lines.append(f"p, q = {g}.backward({up})")
             elif kind == 3:
                 lines.append(f"p = {g}.backward({up})[0]")
             else:
                 lines.append(f"q = {g}.backward({up})[1]")
-            if own and kind == 2 and (not make or type(real) in PASSES_UPSTREAM):
+            if own and kind == 2 and not make:
                 lines.append(f"if {up}.__class__ is not float and "
                              f"(p is {up} or q is {up} or p is q): p, q = own(p, q, {up})")
             if need[0]:
