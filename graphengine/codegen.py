@@ -1,27 +1,34 @@
-"""Straight-line Python for a plan: its forward and backward passes written out as one
-function each, generated from the plan's own steps and compiled once.
+"""Straight-line Python for a plan: its forward pass, its backward passes (full or
+pruned) and ``compile_step``'s whole training step, each written out as one function
+from the plan's own steps and compiled once.
 
 The loops of ``plan.py`` dispatch on every step's kind, index lists, test for None and
 toggle numpy's error state inside every gate. A generated function runs the same
 steps in the same order with all of that resolved when it is written: values and
-gradients live in local variables (``v3`` is slot 3's value, ``d3`` its gradient),
-the first gradient reaching a slot is assigned and later ones added (fan-out sums as
-in the loop), numpy's warnings are silenced once around the built-in gates rather
-than in each, and the array fast paths of the gates a training step runs (matmul,
-add, sigmoid, softmax cross-entropy) are written in place, behind the very conditions
-their methods test, with the method as the fallback. Every other gate is called.
-A user's gate is called with the caller's error state, and its results checked,
-exactly as the loops do.
+gradients live in local variables (``v3`` is slot 3's value, ``d3`` its gradient;
+each value also goes into its slot as it is computed), the first gradient reaching a
+slot is assigned and later ones added (fan-out sums as in the loop), numpy's warnings
+are silenced once around the steps rather than in each gate, and the array paths of
+the gates a training step runs (matmul, add, sigmoid, softmax cross-entropy's
+gradient) are written in place, behind the very conditions their methods test, with
+the method as the fallback. Every other gate is called. A user's gate runs with the
+caller's error state and its results are checked, as in the loops. The training step
+also does ``Graph.forward``'s common case of a feed (a dict of exactly the plan's
+inputs to floats or float arrays) and hands any other feed back to it.
 
-The source names slots and generated identifiers only: gates, messages and helpers
-reach it through the function's namespace, so no name or text of a user's is ever
-part of it. When a step fails, the line it failed on gives the step, and the error
-is the loop's: ``Plan._failure`` names the node, gate and input shapes.
+The source names slots and generated identifiers only: gates, messages, input names
+and helpers reach it through the function's namespace, so no name or text of a
+user's is ever part of it, and nothing a user wrote is evaluated. When a step fails,
+the line it failed on gives the step and pass, and the error is the loop's:
+``Plan._failure`` names the node, gate and input shapes.
 
 Bounds: a plan is written out only after it has run ``HOT`` times (compiling costs
-about 45 µs a step; a rerun saves a fraction of a microsecond a step), and only when
-it has at most ``MAX_STEPS`` steps; larger plans, and every plan's first runs, run
-the loops.
+about 45 µs a step, far more than a run, so a graph built and run once never pays
+it), and only when it has at most ``MAX_STEPS`` steps (256; a training step counts
+its forward and backward steps), so the source stays a few hundred lines; larger
+plans, and every plan's first runs, run the loops. The tests run every plan through
+generated code from its first run and the gate, plan, error and training tests
+through both.
 """
 
 from __future__ import annotations
@@ -70,7 +77,9 @@ def _namespace(plan, marks: list) -> dict:
             "on": G._quiet_on, "off": G._quiet_off, "rowsum": G._rowsum, "fit": G.fit,
             "like": G._like, "zeros_like": G.zeros_like, "negative": np.negative,
             "exp": np.exp, "divide": np.divide, "zeros": np.zeros, "own": _plan()._own,
-            "PLAN": plan, "FAIL": fail}
+            "log": np.log, "intp": np.intp, "uintp": np.uintp, "arange": np.arange,
+            "count_nonzero": G._count_nonzero, "rowmax": G._rowmax, "PLAN": plan,
+            "FAIL": fail}
 
 
 # --------------------------------------------------------------- inlined fast paths
@@ -104,8 +113,29 @@ def _forward_sigmoid(o, x, g):
             f"    {o} = {g}.forward({x})")
 
 
+def _forward_softmax_cross_entropy(o, x, y, g):
+    # float64 logits of shape (n, classes), n > 0, and float64 labels of shape (n,);
+    # labels the method would refuse go to the method, which raises its error
+    return (f"if {x}.__class__ is nd and {x}.dtype is F64 and {x}.ndim == 2 and "
+            f"{y}.__class__ is nd and {y}.dtype is F64 and {y}.ndim == 1 and "
+            f"(shape := {x}.shape)[0] and {y}.shape[0] == shape[0]:\n"
+            f"    n = shape[0]; flat = {y}.astype(intp)\n"
+            f"    if count_nonzero(flat.view(uintp) >= shape[1]) or count_nonzero(flat != {y}):\n"
+            f"        {o} = {g}.forward({x}, {y})\n"
+            f"    if {g}._key != shape: {g}._key, {g}._base = shape, "
+            f"arange(0, n * shape[1], shape[1])\n"
+            f"    flat += {g}._base\n"
+            f"    s = {x} - rowmax({x}, 1, keepdims=True); e = exp(s); "
+            f"total = rowsum(e, 1, keepdims=True)\n"
+            f"    {g}.labels = {y}; {g}.shape = shape; {g}.flat = flat; {g}.e = e; "
+            f"{g}.total = total\n"
+            f"    {o} = float(rowsum(log(total), None) - rowsum(s.take(flat), None)) / n\n"
+            f"else:\n"
+            f"    {o} = {g}.forward({x}, {y})")
+
+
 FORWARD = {G.MatMulGate: _forward_matmul, G.AddGate: _forward_add,
-           G.SigmoidGate: _forward_sigmoid}
+           G.SigmoidGate: _forward_sigmoid, G.SoftmaxCrossEntropy: _forward_softmax_cross_entropy}
 
 
 def _backward_matmul(p, q, up, g, need, own):
