@@ -207,6 +207,24 @@ class SGD(Optimizer):
     def update(self, grads) -> None:
         self._update(self._check(grads))
 
+    def _update_from_plan(self, grads: list, vals: list, slots: tuple) -> None:
+        # the training loop's case in one pass of checks and one of updates: no
+        # momentum, every parameter the writable array its slot holds
+        if not self.momentum:
+            ndarray = np.ndarray
+            for p, k in zip(self.params, slots, strict=False):
+                value = p._value
+                if value is not vals[k] or value.__class__ is not ndarray \
+                        or not value.flags.writeable:
+                    break
+            else:
+                lr = self.lr
+                for k in slots:
+                    value = vals[k]
+                    value -= lr * grads[k]           # in place: the node keeps its array
+                return
+        super()._update_from_plan(grads, vals, slots)
+
     def _update(self, grads) -> None:
         lr, m = self.lr, self.momentum
         if m:
