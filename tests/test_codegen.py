@@ -232,3 +232,22 @@ def test_a_step_from_the_run_rechecks_a_parameter_changed_since_backward():
     g["W2"].value.flags.writeable = False
     with pytest.raises(GraphError, match=r"parameter 'W2' holds a read-only array"):
         opt.step()
+
+
+@pytest.mark.parametrize("bound", [12, 11])
+def test_a_training_step_is_generated_up_to_max_steps_of_both_passes(bound, monkeypatch):
+    # the classifier's step: 6 forward steps and 6 backward steps pruned to the parameters
+    monkeypatch.setattr(codegen, "MAX_STEPS", bound)
+    g = classifier()
+    step = ge.train.compile_step(g, ge.optim.SGD(g.parameters(), lr=0.5))
+    losses = [step(batches(k)) for k in range(3)]
+    plan = g.plan()
+    assert len(plan.steps) == 6 and len(plan.pruned(tuple(sorted(
+        plan.slot[p.name] for p in g.parameters())))) == 6
+    (fused,) = [fn for key, fn in plan._code.items() if isinstance(key, tuple)
+                and key[0] == "step"]
+    assert callable(fused) if bound == 12 else fused is False
+    monkeypatch.setattr(codegen, "MAX_STEPS", -1)
+    h = classifier()
+    step = ge.train.compile_step(h, ge.optim.SGD(h.parameters(), lr=0.5))
+    assert losses == [step(batches(k)) for k in range(3)]
