@@ -103,33 +103,43 @@ def _forward_add(o, x, y, g):
             f"    {g}.x = {x}; {g}.y = {y}; {o} = {x} + {y}")
 
 
+def _sigmoid_body(o, x, g):
+    return (f"{o} = negative({x}); exp({o}, out={o}); {o} += 1.0; "
+            f"divide(1.0, {o}, out={o}); {g}.out = {o}")
+
+
 def _forward_sigmoid(o, x, g):
     # F64 first: the dtype's kind is the slower question (a float64 array's dtype is it)
     return (f"if {x}.__class__ is nd and ({x}.dtype is F64 or {x}.dtype.kind == 'f') "
             f"and {x}.ndim:\n"
-            f"    {o} = negative({x}); exp({o}, out={o}); {o} += 1.0; "
-            f"divide(1.0, {o}, out={o}); {g}.out = {o}\n"
+            f"    {_sigmoid_body(o, x, g)}\n"
             f"else:\n"
             f"    {o} = {g}.forward({x})")
 
 
-def _forward_softmax_cross_entropy(o, x, y, g):
-    # float64 logits of shape (n, classes), n > 0, and float64 labels of shape (n,);
+def _softmax_cross_entropy_body(o, x, y, g):
+    # for float64 logits of shape (n, classes), n > 0, and float64 labels of shape (n,);
     # labels the method would refuse go to the method, which raises its error
+    return (f"shape = {x}.shape; n = shape[0]; flat = {y}.astype(intp)\n"
+            f"if count_nonzero(flat.view(uintp) >= shape[1]) or count_nonzero(flat != {y}):\n"
+            f"    {o} = {g}.forward({x}, {y})\n"
+            f"if {g}._key != shape: {g}._key, {g}._base = shape, "
+            f"arange(0, n * shape[1], shape[1])\n"
+            f"flat += {g}._base\n"
+            f"s = {x} - rowmax({x}, 1, keepdims=True); e = exp(s); "
+            f"total = rowsum(e, 1, keepdims=True)\n"
+            f"{g}.labels = {y}; {g}.shape = shape; {g}.flat = flat; {g}.e = e; "
+            f"{g}.total = total\n"
+            f"{o} = float(rowsum(log(total), None) - rowsum(s.take(flat), None)) / n")
+
+
+def _forward_softmax_cross_entropy(o, x, y, g):
+    body = "\n".join("    " + line for line in
+                     _softmax_cross_entropy_body(o, x, y, g).split("\n"))
     return (f"if {x}.__class__ is nd and {x}.dtype is F64 and {x}.ndim == 2 and "
             f"{y}.__class__ is nd and {y}.dtype is F64 and {y}.ndim == 1 and "
-            f"(shape := {x}.shape)[0] and {y}.shape[0] == shape[0]:\n"
-            f"    n = shape[0]; flat = {y}.astype(intp)\n"
-            f"    if count_nonzero(flat.view(uintp) >= shape[1]) or count_nonzero(flat != {y}):\n"
-            f"        {o} = {g}.forward({x}, {y})\n"
-            f"    if {g}._key != shape: {g}._key, {g}._base = shape, "
-            f"arange(0, n * shape[1], shape[1])\n"
-            f"    flat += {g}._base\n"
-            f"    s = {x} - rowmax({x}, 1, keepdims=True); e = exp(s); "
-            f"total = rowsum(e, 1, keepdims=True)\n"
-            f"    {g}.labels = {y}; {g}.shape = shape; {g}.flat = flat; {g}.e = e; "
-            f"{g}.total = total\n"
-            f"    {o} = float(rowsum(log(total), None) - rowsum(s.take(flat), None)) / n\n"
+            f"{x}.shape[0] and {y}.shape[0] == {x}.shape[0]:\n"
+            f"{body}\n"
             f"else:\n"
             f"    {o} = {g}.forward({x}, {y})")
 
@@ -204,6 +214,73 @@ BACKWARD = {G.MatMulGate: _backward_matmul, G.AddGate: _backward_add,
 BACKWARD_UNARY = {G.SigmoidGate: _backward_sigmoid}
 
 
+# --------------------------------------------------------------- specialised to shapes
+# A training step written for one signature (every input and leaf a float64 array of a
+# given shape) knows every slot's shape, so each condition above is known when the
+# code is written: the step runs only the branch each condition picks (the method's
+# own fast path, or the method), after one check of the signature at entry. Only
+# these four gates, whose outputs' types and shapes follow from their inputs', take
+# part; a dtype conversion (like) is never needed between float64 arrays.
+
+def _static_forward(t, o, x, y, g):
+    if t is G.MatMulGate:
+        return f"{g}.a = {x}; {g}.b = {y}; {o} = {x} @ {y}"
+    if t is G.AddGate:
+        return f"{g}.x = {x}; {g}.y = {y}; {o} = {x} + {y}"
+    if t is G.SigmoidGate:
+        return _sigmoid_body(o, x, g)
+    return _softmax_cross_entropy_body(o, x, y, g)
+
+
+def _static_backward(t, p, q, up, g, need, passes, rows):
+    # passes: add's x has the output's shape (the upstream passes to it); rows: add's y
+    # has the shape of the output's rows (it gets their sum)
+    if t is G.MatMulGate:
+        lines = [f"a = {g}.a; b = {g}.b"]
+        if need[0]:
+            lines.append(f"{p} = {up} @ b.T")
+        if need[1]:
+            lines.append(f"{q} = a.T @ {up}")
+        return "\n".join(lines)
+    if t is G.AddGate:
+        lines = []
+        if need[0]:
+            lines.append(f"{p} = {up}" if passes else f"{p} = fit({up}, {g}.x)")
+        if need[1]:
+            lines.append(f"{q} = rowsum({up}, 0)" if rows else f"{q} = fit({up}, {g}.y)")
+        return "\n".join(lines)
+    if t is G.SigmoidGate:
+        return f"s = {g}.out; {p} = 1.0 - s; {p} *= s; {p} *= {up}"
+    return _backward_softmax_cross_entropy(p, q, up, g, need, False)
+
+
+def _shapes(plan, shapes: dict) -> dict | None:
+    """Every slot's shape from those of the inputs and leaves, when every step is one of
+    the four gates on arrays their fast paths take; else None."""
+    for kind, gate, a, b, out in zip(*plan.cols, strict=True):
+        t = type(gate)
+        if kind == 2 and t is G.MatMulGate:
+            sa, sb = shapes[a], shapes[b]
+            if len(sa) != 2 or len(sb) != 2 or sa[1] != sb[0]:
+                return None
+            shapes[out] = (sa[0], sb[1])
+        elif kind == 2 and t is G.AddGate:
+            try:
+                shapes[out] = np.broadcast_shapes(shapes[a], shapes[b])
+            except ValueError:
+                return None
+        elif kind == 1 and t is G.SigmoidGate and shapes[a]:
+            shapes[out] = shapes[a]
+        elif kind == 2 and t is G.SoftmaxCrossEntropy:
+            sz, sy = shapes[a], shapes[b]
+            if len(sz) != 2 or len(sy) != 1 or not sz[0] or sy != sz[:1]:
+                return None
+            shapes[out] = ()
+        else:
+            return None
+    return shapes if shapes[plan.out] == () else None
+
+
 # --------------------------------------------------------------- the passes
 
 def _slots_read(kinds, A, B):
@@ -211,13 +288,16 @@ def _slots_read(kinds, A, B):
             for s in ((a,) if k == 1 else (a, b) if k == 2 else a)}
 
 
-def _forward_steps(plan, src, ns, indent: int) -> None:
-    """The forward steps into ``src``: every value read is in a local ``v{slot}``."""
+def _forward_steps(plan, src, ns, indent: int, shapes=None) -> None:
+    """The forward steps into ``src``: every value read is in a local ``v{slot}``;
+    ``shapes``: every slot's, for a step specialised to them."""
     kinds, gates, A, B, outs = plan.cols
     for kind, gate, a, b, out in zip(kinds, gates, A, B, outs, strict=True):
         g, o = f"f{out}", f"v{out}"
         ns[g] = gate
-        if kind == 1:
+        if shapes is not None:
+            body = _static_forward(type(gate), o, f"v{a}", f"v{b}", g)
+        elif kind == 1:
             make = FORWARD.get(type(gate))
             body = make(o, f"v{a}", g) if make else f"{o} = {g}.forward(v{a})"
         elif kind == 2:
@@ -238,7 +318,7 @@ def _forward_steps(plan, src, ns, indent: int) -> None:
         src.add(f"vals[{out}] = {o}", out, indent)
 
 
-def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str):
+def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str, shapes=None):
     """The backward steps into ``src``, the output's gradient being ``seed`` (a name
     or the literal 1.0); returns the gradients' list display, or None when a step
     would get no gradient (left to the loop)."""
@@ -261,7 +341,11 @@ def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str):
             real = gate.gate if isinstance(gate, _plan()._Wants) else gate
             make = BACKWARD.get(type(real))
             ns[g] = real if make else gate
-            if make:
+            if shapes is not None:
+                lines.append(_static_backward(
+                    type(real), "p", "q", up, g, need, shapes[a] == shapes[out],
+                    len(shapes[b]) > 0 and shapes[out][1:] == shapes[b]))
+            elif make:
                 lines.append(make("p", "q", up, g, need, own))
             elif kind == 2:
                 lines.append(f"p, q = {g}.backward({up})")
@@ -279,7 +363,10 @@ def _backward_steps(plan, steps, own: bool, src, ns, indent: int, seed: str):
         elif kind == 1:                                  # UNARY
             make = BACKWARD_UNARY.get(type(gate))
             ns[g] = gate
-            if make:
+            if shapes is not None:
+                lines.append(_static_backward(type(gate), "p", "q", up, g, (True, False),
+                                              False, False))
+            elif make:
                 lines.append(make("p", up, g))
             else:
                 lines.append(f"(p,) = {g}.backward({up})")
@@ -386,6 +473,58 @@ def train_step(plan, wrt: tuple):
         return None
     src.add(f"return v{out}, {grads}")
     return src.build("step", ns, "training step")
+
+
+def special_step(plan, wrt: tuple, feed, guarded):
+    """``train_step`` specialised to the signature of ``feed`` and of the leaves' values
+    now (each a float64 array of its shape), for plans of matmul, add, sigmoid and
+    softmax cross-entropy only: the same steps with every condition decided, after one
+    check of the signature at entry; any other feed or leaf goes to ``guarded`` (the
+    plan's ``train_step``) untouched. None when the plan or the signature does not fit."""
+    if not guarded or feed.__class__ is not dict:
+        return None
+    F64 = np.dtype(np.float64)
+    slots = [(slot, feed.get(name)) for slot, name in plan.inputs] + \
+        [(slot, node._value) for slot, node in zip(plan.leaf_slots, plan.leaf_nodes,
+                                                   strict=True)]
+    if not all(v.__class__ is np.ndarray and v.dtype is F64 for _, v in slots):
+        return None
+    shapes = _shapes(plan, {slot: v.shape for slot, v in slots})
+    steps = plan.pruned(wrt)
+    if shapes is None or not all(
+            kind in (1, 2, 3, 4) and type(gate.gate if kind in (3, 4) and isinstance(
+                gate, _plan()._Wants) else gate) in FORWARD for kind, gate, *_ in steps):
+        return None
+    src = _Source()
+    ns = _namespace(plan, src.marks)
+    ns["GUARDED"] = guarded
+    out = plan.out
+    back = "return GUARDED(vals, feed, run)"
+    src.add("def step(vals, feed, run):", indent=0)
+    src.add(f"if feed.__class__ is not dict or len(feed) != {len(plan.inputs)}: {back}")
+    for slot, name in plan.inputs:
+        ns[f"k{slot}"] = name
+        src.add(f"v{slot} = feed.get(k{slot})")
+    for slot, node in zip(plan.leaf_slots, plan.leaf_nodes, strict=True):
+        ns[f"n{slot}"] = node
+        src.add(f"v{slot} = n{slot}._value")
+    for slot, _ in slots:
+        ns[f"s{slot}"] = shapes[slot]
+        v = f"v{slot}"
+        src.add(f"if {v}.__class__ is not nd or {v}.dtype is not F64 or {v}.shape != s{slot}: "
+                f"{back}")
+    src.add("if run.fed: run.fed = {}")
+    for slot, _ in slots:
+        src.add(f"vals[{slot}] = v{slot}")
+    _open(src)
+    _forward_steps(plan, src, ns, 2, shapes)
+    src.add("run.set_values(PLAN, vals)", indent=2)
+    grads = _backward_steps(plan, steps, False, src, ns, 2, "1.0", shapes)
+    _close(src, ", run")
+    if grads is None:
+        return None
+    src.add(f"return v{out}, {grads}")
+    return src.build("step", ns, "specialised training step")
 
 
 def _plan():

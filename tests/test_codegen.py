@@ -50,7 +50,7 @@ def same(a, b):
         assert list(a) == list(b)
         for k in a:
             same(a[k], b[k])
-    elif isinstance(a, tuple):
+    elif isinstance(a, (tuple, list)):
         for u, v in zip(a, b, strict=True):
             same(u, v)
     elif isinstance(a, np.ndarray):
@@ -251,3 +251,68 @@ def test_a_training_step_is_generated_up_to_max_steps_of_both_passes(bound, monk
     h = classifier()
     step = ge.train.compile_step(h, ge.optim.SGD(h.parameters(), lr=0.5))
     assert losses == [step(batches(k)) for k in range(3)]
+
+
+def counted_special_steps(monkeypatch):
+    """Counts the calls of every specialised step compile_step gets from codegen."""
+    made = []
+    real = codegen.special_step
+
+    def special_step(plan, wrt, feed, guarded):
+        fn = real(plan, wrt, feed, guarded)
+        if not fn:
+            made.append(None)
+            return fn
+
+        def counted(vals, feed, run):
+            calls[0] += 1
+            return fn(vals, feed, run)
+        calls = [0]
+        made.append(calls)
+        return counted
+
+    monkeypatch.setattr(codegen, "special_step", special_step)
+    return made
+
+
+def test_a_step_specialised_to_its_shapes_equals_the_loops_and_leaves_any_other(monkeypatch):
+    made = counted_special_steps(monkeypatch)
+    feeds = [batches(k) for k in range(7)]
+    feeds[3] = {"x": feeds[3]["x"][:4], "y": feeds[3]["y"][:4]}       # another batch size
+    feeds[4]["y"] = feeds[4]["y"].astype(int)                         # labels to convert
+    feeds[5] = {"x": feeds[5]["x"].astype(np.float32), "y": feeds[5]["y"]}   # float32 data
+    results = []
+    for runner in ("generated", "loops"):
+        if runner == "loops":
+            monkeypatch.setattr(codegen, "MAX_STEPS", -1)
+        g = classifier()
+        step = ge.train.compile_step(g, ge.optim.SGD(g.parameters(), lr=0.5))
+        losses = []
+        for k, feed in enumerate(feeds):
+            if k == 6:                        # a parameter given a new array of its shape
+                g["b2"].value = np.full(3, 0.1)
+            losses.append(step(feed))
+        results.append((losses, [g[n.name].value for n in g], [p.grad for p in g.parameters()]))
+    same(results[0], results[1])
+    (calls,) = made                           # one specialised step, for the first shapes
+    assert calls[0] == 6                      # every step but the first (a forward first)
+
+
+def test_no_step_is_specialised_for_a_users_gate_or_a_float32_network(monkeypatch):
+    made = counted_special_steps(monkeypatch)
+    g = ComputationalGraph()
+    w = g.parameter("w", np.ones((2, 2)))
+    g.sum(g.apply(Boom("nowhere"), g.input("x") @ w), name="loss")
+    step = ge.train.compile_step(g, ge.optim.SGD([w], lr=0.1))
+    h = ComputationalGraph()
+    logits = ge.nn.mlp(h, h.input("x"), [4, 5, 3])
+    for p in h.parameters():
+        p.value = p.value.astype(np.float32)
+    h.softmax_cross_entropy(logits, h.input("y"))
+    step2 = ge.train.compile_step(h, ge.optim.SGD(h.parameters(), lr=0.1))
+    for k in range(3):
+        step({"x": np.full((3, 2), k + 1.0)})
+        feed = batches(k)
+        step2({"x": feed["x"].astype(np.float32), "y": feed["y"]})
+    assert made == [None, None]
+    assert h["W1"].value.dtype == np.float32
