@@ -14,7 +14,11 @@ gradient) are written in place, behind the very conditions their methods test, w
 the method as the fallback. Every other gate is called. A user's gate runs with the
 caller's error state and its results are checked, as in the loops. The training step
 also does ``Graph.forward``'s common case of a feed (a dict of exactly the plan's
-inputs to floats or float arrays) and hands any other feed back to it.
+inputs to floats or float arrays) and hands any other feed back to it. For a network
+of those four gates on float64 arrays, ``special_step`` writes the training step once
+more for the shapes of its first feed and parameters: every slot's shape is then
+known, each condition is decided when the code is written, and one check of the
+signature at entry hands any other feed or parameter to the guarded step.
 
 The source names slots and generated identifiers only: gates, messages, input names
 and helpers reach it through the function's namespace, so no name or text of a
