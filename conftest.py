@@ -46,8 +46,9 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(autouse=True)
 def generated_plans(monkeypatch):
     # a plan of up to codegen.MAX_STEPS steps runs its generated code from its first
-    # run (users' plans after codegen.HOT runs), so every test runs it
+    # run (users' plans once their loops have run long enough), so every test runs it
     monkeypatch.setattr(codegen, "HOT", 0)
+    monkeypatch.setattr(codegen, "COST", 0.0)
 
 
 @pytest.fixture(params=["generated", "loops"])

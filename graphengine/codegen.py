@@ -26,13 +26,15 @@ user's is ever part of it, and nothing a user wrote is evaluated. When a step fa
 the line it failed on gives the step and pass, and the error is the loop's:
 ``Plan._failure`` names the node, gate and input shapes.
 
-Bounds: a plan is written out only after it has run ``HOT`` times (compiling costs
-about 45 µs a step, far more than a run, so a graph built and run once never pays
-it), and only when it has at most ``MAX_STEPS`` steps (256; a training step counts
-its forward and backward steps), so the source stays a few hundred lines; larger
-plans, and every plan's first runs, run the loops. The tests run every plan through
-generated code from its first run and the gate, plan, error and training tests
-through both.
+Bounds: writing and compiling costs 60-90 µs a step, hundreds of runs of a scalar
+step, so a plan is written out only after it has run ``HOT`` times and its loop has
+taken as long as writing it would (``COST`` a step): a graph built and run a few
+times never pays it, and whatever runs long enough pays it once, at most doubling
+the time spent so far. Only plans of at most ``MAX_STEPS`` steps are written (256; a
+training step counts its forward and backward steps), so the source stays a few
+hundred lines; larger plans, and every plan's first runs, run the loops. The tests
+run every plan through generated code from its first run and the gate, plan, error
+and training tests through both.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import numpy as np
 from . import gates as G
 
 HOT = 3              # runs of a plan (forward, or one kind of backward) before generating
+COST = 80e-6         # seconds writing costs a step (60-90 us measured): a plan's loop
+                     # must have run that long before its code is written
 MAX_STEPS = 256      # plans with more steps are never generated: their source would be large
 
 

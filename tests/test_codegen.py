@@ -92,6 +92,20 @@ def test_a_plan_is_generated_after_it_has_run_hot_times(monkeypatch):
         same(got, run(h, feed))
 
 
+def test_a_plan_is_written_only_once_its_loops_took_as_long_as_writing_it(monkeypatch):
+    monkeypatch.setattr(codegen, "COST", 1.0)        # a second a step: never, here
+    g = chain(3)
+    feed = {"x": np.ones((2, 2))}
+    for _ in range(10):
+        run(g, feed)
+    assert generated(g.plan()) is None and generated(g.plan(), None) is None
+    spent = min(g.plan()._spent["forward"], g.plan()._spent[None])
+    assert 0.0 < spent < 1.0
+    monkeypatch.setattr(codegen, "COST", spent / 3 / 2)   # half the time its loops took
+    run(g, feed)
+    assert callable(generated(g.plan())) and callable(generated(g.plan(), None))
+
+
 def test_generated_source_holds_slots_not_user_text():
     g = ComputationalGraph()
     x = g.input("x'); import os; os.remove('z") # noqa: F841 (the name is the point)
