@@ -14,6 +14,8 @@ import sys
 import pytest
 from _pytest.doctest import DoctestItem
 
+from graphengine import codegen
+
 EXTRA = re.compile(r"torch|onnxruntime|onnx")      # the extras' modules, wherever named
 
 
@@ -39,6 +41,24 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped, and GE_NO_SKIP=1 forbids skips: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def generated_plans(monkeypatch):
+    # a plan of up to codegen.MAX_STEPS steps runs its generated code from its first
+    # run (users' plans once their loops have run long enough), so every test runs it
+    monkeypatch.setattr(codegen, "HOT", 0)
+    monkeypatch.setattr(codegen, "COST", 0.0)
+
+
+@pytest.fixture(params=["generated", "loops"])
+def plan_runner(request, monkeypatch):
+    """Runs a test twice: through generated code, and through the plan's loops (what
+    a plan past the size bound runs). Modules take it with
+    ``pytestmark = pytest.mark.usefixtures("plan_runner")``."""
+    if request.param == "loops":
+        monkeypatch.setattr(codegen, "MAX_STEPS", -1)
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -4,17 +4,24 @@ digits, and micrograd's own demo, graphengine beside the baselines.
 Run single-threaded, with the machine's OpenBLAS settings left to numpy:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 \\
-        python benchmarks/bench_mlp.py [--repeats 7] [--quick]
+        python benchmarks/bench_mlp.py [--repeats 21] [--quick]
 
 MLP step = forward + backward + SGD update, all float64, at batch 32, 256 and 1797:
   engine      ge.train.compile_step (the step ge.train.fit runs)
   engine-api  g.forward(feed); g.backward(); opt.step() (every node's gradient)
-  numpy       a hand-written numpy forward and backward of the same network
+  numpy       a hand-written numpy forward and backward of the same network (the
+              parameters' gradients only, as engine's pruned backward)
+  numpy-all   the same, computing every gradient engine-api's backward returns: the
+              data's d/dx too, each gradient its own array (add's pass-through
+              copied, zeros for the labels), returned as a dict by node name
   torch       PyTorch eager on the CPU, when it is installed
 micrograd demo: a scalar 2-16-16-1 ReLU MLP on 100 two-moons points with the
 max-margin loss and L2 term of micrograd's demo notebook; graphengine builds it
 once as a scalar graph and reruns it each step, micrograd rebuilds it each step.
-Each figure is the best of --repeats rounds; rounds interleave the contenders.
+Each figure is the best of --repeats short rounds (about 25 ms each) of the thread's
+CPU time; rounds interleave the contenders. CPU time leaves out the time other
+processes take, not the cache and memory bandwidth they share: many short rounds give
+each contender quiet moments to be timed in, where a few long ones average the noise.
 """
 
 from __future__ import annotations
@@ -35,10 +42,10 @@ LR = 0.1
 
 
 def best_per_call(fn, calls: int) -> float:
-    start = time.perf_counter()
+    start = time.thread_time()
     for k in range(calls):
         fn(k)
-    return (time.perf_counter() - start) / calls
+    return (time.thread_time() - start) / calls
 
 
 def batches(X, y, size):
@@ -77,7 +84,7 @@ def engine_steps(data, W1, W2):
     return step, api, reset
 
 
-def numpy_step(data, W1, W2):
+def numpy_step(data, W1, W2, every=False):
     W1, W2 = W1.copy(), W2.copy()
     b1, b2 = np.zeros(128), np.zeros(10)
     init = (W1.copy(), W2.copy())
@@ -98,14 +105,20 @@ def numpy_step(data, W1, W2):
         d2 /= n
         dW2 = h.T @ d2
         db2 = d2.sum(axis=0)
-        d1 = (d2 @ W2.T) * h * (1.0 - h)
+        dh = d2 @ W2.T
+        d1 = dh * h * (1.0 - h)
         dW1 = X.T @ d1
         db1 = d1.sum(axis=0)
+        if every:                          # what the public backward returns
+            grads = {"x": d1 @ W1.T, "W1": dW1, "b1": db1, "matmul_3": d1.copy(),
+                     "add_4": d1, "sigmoid_5": dh, "W2": dW2, "b2": db2,
+                     "matmul_8": d2.copy(), "add_9": d2, "y": np.zeros(n),
+                     "softmax_cross_entropy_11": 1.0}
         W1 -= LR * dW1
         b1 -= LR * db1
         W2 -= LR * dW2
         b2 -= LR * db2
-        return loss
+        return (loss, grads) if every else loss
 
     def reset():
         W1[...], W2[...] = init
@@ -157,13 +170,14 @@ def bench_mlp(repeats: int, quick: bool):
         data = batches(X, y, batch)
         engine, api, engine_reset = engine_steps(data, W1, W2)
         ref, ref_reset = numpy_step(data, W1, W2)
+        every, every_reset = numpy_step(data, W1, W2, every=True)
         tstep, treset, tversion = torch_step(data, W1, W2)
         # the same first loss everywhere: the implementations compute one network
-        first = [engine(0), api(0), ref(0)] + ([tstep(0)] if tstep else [])
+        first = [engine(0), api(0), ref(0), every(0)[0]] + ([tstep(0)] if tstep else [])
         assert np.allclose(first, first[0], rtol=1e-9), first
-        calls = max(3, int((0.02 if quick else 0.1) / (2e-6 * batch + 6e-5)))
+        calls = max(3, int((0.008 if quick else 0.025) / (2e-6 * batch + 6e-5)))
         contenders = {"engine": (engine, engine_reset), "engine-api": (api, engine_reset),
-                      "numpy": (ref, ref_reset)}
+                      "numpy": (ref, ref_reset), "numpy-all": (every, every_reset)}
         if tstep:
             contenders["torch"] = (tstep, treset)
         times = {k: [] for k in contenders}
@@ -265,7 +279,7 @@ def bench_demo(repeats: int, quick: bool):
     assert abs(le - lm) < 1e-9 * max(1.0, abs(lm)), (le, lm)
     times = {"engine": [], "micrograd": []}
     k = 1
-    for _ in range(max(1, repeats // 2)):
+    for _ in range(max(1, min(3, repeats // 2))):     # micrograd takes a second a step
         for name, fn in (("engine", estep), ("micrograd", mstep)):
             start = time.perf_counter()
             for j in range(steps):
@@ -277,20 +291,22 @@ def bench_demo(repeats: int, quick: bool):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--quick", action="store_true", help="fewer calls per round")
     args = parser.parse_args()
     rows, tversion = bench_mlp(args.repeats, args.quick)
     print(f"numpy {np.__version__}, torch {tversion or 'not installed'}; "
-          f"best of {args.repeats}, per step")
-    print("| batch | engine | engine-api | numpy | torch | engine/numpy | engine/torch |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          f"best of {args.repeats}, CPU time per step")
+    print("| batch | engine | engine-api | numpy | numpy-all | torch | engine/numpy | "
+          "engine-api/numpy | engine-api/numpy-all | engine/torch |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for batch, t in rows:
         torch_t = t.get("torch")
         print(f"| {batch} | {t['engine'] * 1e6:.0f} µs | {t['engine-api'] * 1e6:.0f} µs | "
-              f"{t['numpy'] * 1e6:.0f} µs | "
+              f"{t['numpy'] * 1e6:.0f} µs | {t['numpy-all'] * 1e6:.0f} µs | "
               + (f"{torch_t * 1e6:.0f} µs" if torch_t else "-") + " | "
-              f"{t['engine'] / t['numpy']:.3f} | "
+              f"{t['engine'] / t['numpy']:.3f} | {t['engine-api'] / t['numpy']:.3f} | "
+              f"{t['engine-api'] / t['numpy-all']:.3f} | "
               + (f"{t['engine'] / torch_t:.2f}" if torch_t else "-") + " |")
     demo = bench_demo(args.repeats, args.quick)
     if demo is None:

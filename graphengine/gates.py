@@ -213,6 +213,11 @@ BUILTIN: frozenset = frozenset()     # filled at the end of the module
 
 
 _rowsum = np.add.reduce       # sum over an axis without ndarray.sum's Python wrapper
+_rowmax = np.maximum.reduce   # ndarray.max's own reduction, without its wrapper
+try:                          # np.count_nonzero's own C function, without its wrapper
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:           # a numpy that moved it: the public call
+    _count_nonzero = np.count_nonzero
 
 
 def fit(grad, x):
@@ -1105,13 +1110,13 @@ class SoftmaxCrossEntropy(Gate):
             flat = y.astype(np.intp)            # a copy: nan and inf cast to the minimum
             # as unsigned, a negative label is huge: one comparison checks both ends;
             # count_nonzero is the cheapest reduction numpy has
-            if np.count_nonzero(flat.view(np.uintp) >= classes) or \
-                    (y.dtype.kind == "f" and np.count_nonzero(flat != y)):
+            if _count_nonzero(flat.view(np.uintp) >= classes) or \
+                    (y.dtype.kind == "f" and _count_nonzero(flat != y)):
                 raise ValueError(f"labels must be integer classes in [0, {classes})")
             if self._key != (n, classes):
                 self._key, self._base = (n, classes), np.arange(0, n * classes, classes)
             flat += self._base
-            shifted = z2 - z2.max(axis=1, keepdims=True)  # log-sum-exp: large logits are safe
+            shifted = z2 - _rowmax(z2, 1, keepdims=True)  # log-sum-exp: large logits are safe
             e = np.exp(shifted)
             total = _rowsum(e, 1, keepdims=True)
             self.labels = labels

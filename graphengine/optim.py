@@ -48,8 +48,12 @@ class Optimizer:
                                  "twice; it would take two steps per update")
         self.params = params
 
+    _slots = (None, ())     # the plan of the gradients last stepped from, and our slots in it
+
     def step(self) -> None:
         """Update every parameter in place from its ``.grad`` (of the last backward)."""
+        if type(self).update in _TRUSTING and self._step_from_run():
+            return
         grads = []
         for p in self.params:
             grad = p.grad
@@ -59,9 +63,51 @@ class Optimizer:
             grads.append(grad)
         self.update(grads)
 
+    def _step_from_run(self) -> bool:
+        # the common case of step(): the parameters' gradients are those of the graph's
+        # last backward, computed from the values on hand; read them by slot and let
+        # _update_from_plan check what is left (False: step() reads each .grad)
+        params = self.params
+        graph = params[0].graph
+        run = getattr(graph, "run", None)
+        if run is None or not run.grads_current:
+            return False
+        plan = run.grads_plan
+        cached, slots = self._slots
+        if cached is not plan:
+            slot = plan.slot
+            slots = tuple(slot.get(p.name, -1) for p in params)
+            self._slots = plan, slots
+        if -1 in slots:
+            return False
+        for p in params:
+            if p.graph is not graph:
+                return False
+        self._update_from_plan(run.grads, run.values, slots)
+        return True
+
     def update(self, grads) -> None:
         """Update every parameter in place from ``grads``, one per parameter, in order."""
         raise NotImplementedError
+
+    def _update(self, grads) -> None:
+        # the update itself, from gradients already checked
+        raise NotImplementedError
+
+    def _update_from_plan(self, grads: list, vals: list, slots: tuple) -> None:
+        """``update([grads[k] for k in slots])`` for the gradients a plan's backward
+        computed from ``vals`` (the parameters' slots in order): while every parameter
+        still holds the value in its slot, each gradient has that value's shape and
+        dtype, so only a read-only array is left to check; otherwise ``update`` checks
+        everything (and raises what it finds). Used by ``train.compile_step`` for the
+        built-in optimizers."""
+        ndarray = np.ndarray
+        for p, k in zip(self.params, slots, strict=False):
+            value = p._value
+            if value is not vals[k] or value.__class__ is ndarray and not value.flags.writeable:
+                self.update([grads[k] for k in slots])
+                return
+        self._update([grads[k] for k in slots])
 
     def _check(self, grads) -> list:
         """The gradients as a list after checking them all, before anything changes: one
@@ -159,7 +205,27 @@ class SGD(Optimizer):
         self.velocity = [None] * len(self.params)
 
     def update(self, grads) -> None:
-        grads = self._check(grads)
+        self._update(self._check(grads))
+
+    def _update_from_plan(self, grads: list, vals: list, slots: tuple) -> None:
+        # the training loop's case in one pass of checks and one of updates: no
+        # momentum, every parameter the writable array its slot holds
+        if not self.momentum:
+            ndarray = np.ndarray
+            for p, k in zip(self.params, slots, strict=False):
+                value = p._value
+                if value is not vals[k] or value.__class__ is not ndarray \
+                        or not value.flags.writeable:
+                    break
+            else:
+                lr = self.lr
+                for k in slots:
+                    value = vals[k]
+                    value -= lr * grads[k]           # in place: the node keeps its array
+                return
+        super()._update_from_plan(grads, vals, slots)
+
+    def _update(self, grads) -> None:
         lr, m = self.lr, self.momentum
         if m:
             grads = [grad * 1.0 if v is None else v * m + grad
@@ -205,7 +271,9 @@ class Adam(Optimizer):
         self.v = [None] * len(self.params)
 
     def update(self, grads) -> None:
-        grads = self._check(grads)
+        self._update(self._check(grads))
+
+    def _update(self, grads) -> None:
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
@@ -215,3 +283,7 @@ class Adam(Optimizer):
             v = (1.0 - b2) * grad * grad if v is None else b2 * v + (1.0 - b2) * grad * grad
             self.m[k], self.v[k] = m, v
             self._apply(p, self.lr * (m / c1) / ((v / c2) ** 0.5 + self.eps))
+
+
+# the updates that _update_from_plan may stand in for (a subclass's own update may not)
+_TRUSTING = (SGD.update, Adam.update)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import gc
 from itertools import compress, repeat
+from time import perf_counter
 
 import numpy as np
 
+from . import codegen
 from .errors import GraphError
 from .gates import BUILTIN, Gate, fit, zeros_like
 
@@ -233,7 +235,71 @@ class Plan:
         for k, i in zip(self.leaf_slots, self.leaf_idx, strict=False):
             vals[k] = values[i]
 
+    # generated code (codegen.py): the functions written so far, by key ("forward",
+    # or a backward's wrt, None for the full one), False where none will be; and runs
+    # so far of each key not yet written
+    _code = _runs = _spent = None
+
+    def __getstate__(self) -> dict:
+        # copies and pickles run the loops until their own code is written
+        state = self.__dict__.copy()
+        for key in ("_code", "_runs", "_spent"):
+            state.pop(key, None)
+        return state
+
+    def code(self, key):
+        """The generated function for ``key`` (``"forward"``, the ``wrt`` of a backward,
+        None for the full backward, or ``("step", wrt)`` for ``codegen.train_step``)
+        once it pays: after the plan has run it ``codegen.HOT`` times (counting this
+        call) and its loop has taken as long as writing it is estimated to take
+        (``codegen.COST`` a step); a training step once its pruned backward is written.
+        None until then, False when it will not be written (past MAX_STEPS)."""
+        code = self._code
+        if code is None:
+            code = self._code = {}
+            self._runs, self._spent = {}, {}
+        fn = code.get(key)
+        if fn is None:
+            runs = self._runs[key] = self._runs.get(key, 0) + 1
+            step = key.__class__ is tuple and key and key[0] == "step"
+            if step:
+                if not code.get(key[1]):
+                    return None
+            elif runs <= codegen.HOT or \
+                    self._spent.get(key, 0.0) < codegen.COST * len(self.cols[0]):
+                return None
+            if key == "forward":
+                fn = codegen.forward(self)
+            elif step:
+                fn = codegen.train_step(self, key[1])
+            else:
+                fn = codegen.backward(self, self.pruned(key) if key is not None
+                                      else self.steps, own=key is None)
+            fn = code[key] = fn or False
+        return fn
+
+    def _timed(self, key, loop, *args):
+        # a loop run while its code is not written: its time counts toward writing it
+        start = perf_counter()
+        try:
+            return loop(*args)
+        finally:
+            self._spent[key] = self._spent.get(key, 0.0) + perf_counter() - start
+
     def forward(self, vals: list) -> None:
+        code = self._code
+        fn = code.get("forward") if code is not None else None
+        if fn is None:
+            fn = self.code("forward")
+            if fn is None:
+                self._timed("forward", self._forward, vals)
+                return
+        if fn:
+            fn(vals)
+        else:
+            self._forward(vals)
+
+    def _forward(self, vals: list) -> None:
         out = -1
         try:
             for kind, gate, a, b, out in zip(*self.cols, strict=False):
@@ -253,6 +319,17 @@ class Plan:
         gradients nobody asked for may stay None, and a gate that passes its upstream
         through (add) hands the same array on instead of a copy. ``seed`` becomes
         the output's gradient as it is."""
+        code = self._code
+        fn = code.get(wrt) if code is not None else None
+        if fn is None:
+            fn = self.code(wrt)
+            if fn is None:
+                return self._timed(wrt, self._backward, vals, seed, wrt)
+        if fn:
+            return fn(vals, seed)
+        return self._backward(vals, seed, wrt)
+
+    def _backward(self, vals: list, seed, wrt: tuple | None) -> list:
         grads = [None] * len(vals)
         grads[self.out] = seed
         out = -1

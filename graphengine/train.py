@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import datasets, nn, optim
+from . import codegen, datasets, nn, optim
 from .errors import GraphError
 from .gates import SoftmaxCrossEntropy
 from .graph import ComputationalGraph, Node
@@ -66,7 +66,12 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     for p in optimizer.params:
         if p.graph is not g:
             raise GraphError(f"compile_step: parameter {p.name!r} belongs to another graph")
-    compiled = [None, ()]       # the plan, and the parameters' slots in it
+    # the plan, the parameters' slots, its generated step, that step specialised to
+    # the first signature it ran (codegen.special_step)
+    compiled = [None, (), None, None]
+    # a built-in optimizer's update trusts what the plan's backward computed
+    update = optimizer._update_from_plan if type(optimizer).update in (
+        optim.SGD.update, optim.Adam.update) else None
 
     def step(feed: dict) -> float:
         plan = g.plan()
@@ -75,18 +80,34 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
                 if p.name not in plan.slot:
                     raise GraphError(f"compile_step: the loss {plan.names[plan.out]!r} does "
                                      f"not depend on parameter {p.name!r}")
-            compiled[:] = plan, tuple(plan.slot[p.name] for p in optimizer.params)
-        wrt = compiled[1]
+            compiled[:] = plan, tuple(plan.slot[p.name] for p in optimizer.params), None, None
+        _, wrt, fused, special = compiled
         run = g.run
         # the last step's arrays go back to the allocator before this step allocates
         run.clear_grads()
-        loss = g.forward(feed)
-        if loss.__class__ is not float:
+        if special is None:
+            if fused is None:
+                fused = compiled[2] = plan.code(("step", wrt))
+            if fused:
+                special = compiled[3] = codegen.special_step(plan, wrt, feed, fused) or False
+        vals = run.values
+        # the generated step does g.forward's common case itself (None: any other feed)
+        step_fn = special or fused
+        done = step_fn(vals, feed, run) if step_fn and run.plan is plan else None
+        if done is not None:
+            loss, grads = done
+        else:
+            loss = g.forward(feed)
+            vals = run.values
+            grads = None if loss.__class__ is not float else plan.backward(vals, 1.0, wrt)
+        if grads is None:
             raise GraphError(f"compile_step: the output {plan.names[plan.out]!r} must be a "
                              f"scalar loss, got shape {np.shape(loss)}")
-        grads = plan.backward(run.values, 1.0, wrt)
         run.set_grads(plan, grads)
-        optimizer.update([grads[s] for s in wrt])
+        if update is not None:
+            update(grads, vals, wrt)
+        else:
+            optimizer.update([grads[s] for s in wrt])
         return loss
 
     return step

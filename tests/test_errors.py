@@ -8,6 +8,9 @@ import pytest
 from graphengine import ComputationalGraph, Gate, GraphError
 from graphengine.gates import AddGate, SigmoidGate
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 FEED = {"x": -2.0, "y": 5.0, "z": -4.0}
 
 

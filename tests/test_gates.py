@@ -9,6 +9,9 @@ import pytest
 
 from graphengine import gates as G
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 rng = np.random.default_rng(0)
 
 
@@ -488,3 +491,30 @@ def test_config_rebuilds_each_gate():
     assert G.SpreadGate((0, 2), mean=True).config() == {"axis": [0, 2], "mean": True}
     assert G.SumGate((0, 1)).config() == {"axis": [0, 1]}
     assert G.PowGate(3).config() == {"p": 3.0}
+
+
+@pytest.mark.parametrize("make, samplers, value, grads, diff", ROWS)
+def test_a_plan_runs_every_gate_as_its_methods_do(make, samplers, value, grads, diff):
+    # one gate in a graph, run by the plan (generated code or the loops, by the module's
+    # plan_runner) against the gate's own methods: the same values, bit for bit
+    from graphengine import ComputationalGraph
+    from graphengine.plan import as_value
+
+    xs = [as_value(x, "x") for x in sample(samplers)]
+    g = ComputationalGraph()
+    node = g.apply(make(), *[g.input(f"i{k}") for k in range(len(xs))])
+    feed = {f"i{k}": np.copy(x) if isinstance(x, np.ndarray) else x for k, x in enumerate(xs)}
+    gate, out = run(make, xs)
+    upstream = rng.normal(size=np.shape(out)).astype(np.result_type(out)) if np.ndim(out) \
+        else float(rng.normal())
+    want = gate.backward(np.copy(upstream) if np.ndim(out) else upstream)
+    for _ in range(2):                       # the first run and a rerun of the same plan
+        got = g.forward(feed)
+        assert type(got) is type(out) and np.array_equal(got, out, equal_nan=True)
+        grads_ = g.backward(upstream)
+        for k, wk in enumerate(want):
+            gk = grads_[f"i{k}"]
+            wk = G.zeros_like(xs[k]) if wk is None else wk
+            assert np.shape(gk) == np.shape(xs[k]) and np.result_type(gk) == np.result_type(wk)
+            assert np.array_equal(gk, wk, equal_nan=True), (k, gk, wk)
+        assert node.value is not None

@@ -6,6 +6,9 @@ import pytest
 import graphengine as ge
 from graphengine import ComputationalGraph, Gate, GraphError
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 
 class Cube(Gate):
     """cube: out = x**3, d/dx = 3 x**2 (times ``factor`` to make it wrong)"""

@@ -10,6 +10,9 @@ import graphengine as ge
 from graphengine import ComputationalGraph, Gate, GraphError, Node
 from graphengine.gates import AddGate, MultiplyGate, SigmoidGate
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 
 def circuit():
     g = ComputationalGraph()

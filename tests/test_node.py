@@ -8,6 +8,9 @@ import pytest
 import graphengine as ge
 from graphengine import GraphError
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 X = np.array([[0.5, -1.2, 2.0], [0.3, 1.1, -0.4]])
 POSITIVE = np.abs(X) + 0.1
 

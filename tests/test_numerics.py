@@ -15,6 +15,9 @@ import pytest
 import graphengine as ge
 from graphengine import gates as G
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 inf, nan = math.inf, math.nan
 f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
 GRID = [0.0, -0.0, inf, -inf, nan, 1e300, -1e300, 5e-324, -5e-324, 1e-310, -1e-310,

@@ -4,6 +4,9 @@ import pytest
 import graphengine as ge
 from graphengine import GraphError
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 
 def quadratic(w0, b0):
     """loss = sum((x @ w + b - t)^2) on fixed data; returns the graph."""

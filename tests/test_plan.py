@@ -6,6 +6,9 @@ import pytest
 from graphengine import ComputationalGraph, Gate
 from graphengine.plan import BINARY, CHECKED, FIRST, SECOND, UNARY
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 
 class Twice(Gate):
     def forward(self, x, y):

@@ -20,6 +20,9 @@ import graphengine as ge
 from graphengine import gates as G
 from graphengine.derivatives import count_paths
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 SHAPES = [(), (3,), (2, 3)]
 BOUND = 20.0            # values beyond this are squashed by tanh, to keep derivatives tame
 

@@ -9,6 +9,9 @@ import graphengine as ge
 from graphengine import GraphError
 from graphengine.cli import main
 
+# every test here runs through generated plan code and through the plan's loops
+pytestmark = pytest.mark.usefixtures("plan_runner")
+
 
 def classifier(hidden=8, seed=0):
     g = ge.ComputationalGraph()
