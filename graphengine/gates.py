@@ -339,6 +339,8 @@ class Unary(Gate):
 class NegateGate(Unary):
     """neg: out = -x, d/dx = -1"""
 
+    __slots__ = ()    # what forward keeps: no dict to make
+
     op, symbol = "neg", "neg"
 
     def forward(self, x):
@@ -362,6 +364,8 @@ class PowGate(Unary):
     base with a fractional p is nan, (-1e200)**3 is -inf, and p = 0.5 is a square root
     ((-inf)**0.5 is nan, (-0.0)**0.5 is -0.0).
     """
+
+    __slots__ = ("p", "x")    # what forward keeps: no dict to make
 
     op = "pow"
 
@@ -420,6 +424,8 @@ class PowGate(Unary):
 class ExpGate(Unary):
     """exp: out = e**x, d/dx = out"""
 
+    __slots__ = ("out",)    # what forward keeps: no dict to make
+
     op, symbol = "exp", "exp"
 
     def forward(self, x):
@@ -445,6 +451,8 @@ class LogGate(Unary):
     """log: out = ln x, d/dx = 1/x (log 0 = -inf, log of a negative = nan;
     d/dx at -0.0 is -inf)"""
 
+    __slots__ = ("x",)    # what forward keeps: no dict to make
+
     op, symbol = "log", "log"
 
     def forward(self, x):
@@ -468,6 +476,8 @@ class LogGate(Unary):
 @register
 class SigmoidGate(Unary):
     """sigmoid: s = 1/(1+e^-x), ds/dx = s(1-s); stable at any x"""
+
+    __slots__ = ("out",)    # what forward keeps: no dict to make
 
     op, symbol = "sigmoid", "σ"
 
@@ -521,6 +531,8 @@ class SigmoidGate(Unary):
 class TanhGate(Unary):
     """tanh: t = tanh x, dt/dx = 1 - t**2"""
 
+    __slots__ = ("out",)    # what forward keeps: no dict to make
+
     op, symbol = "tanh", "tanh"
 
     def forward(self, x):
@@ -539,6 +551,8 @@ class TanhGate(Unary):
 class ReluGate(Unary):
     """relu: out = max(x, 0), d/dx = 1 if x > 0 else 0 (no gradient at 0; relu(nan) is
     nan, with d/dx nan)"""
+
+    __slots__ = ("out",)    # what forward keeps: no dict to make
 
     op, symbol = "relu", "relu"
 
@@ -594,6 +608,8 @@ class Binary(Gate):
 class AddGate(Binary):
     """add: out = x + y, d/dx = d/dy = 1 (a gradient distributor)"""
 
+    __slots__ = ("x", "y")    # what forward keeps: no dict to make
+
     op, symbol = "add", "+"
 
     def forward(self, x, y):
@@ -644,6 +660,8 @@ class AddGate(Binary):
 class SubtractGate(Binary):
     """sub: out = x - y, d/dx = 1, d/dy = -1"""
 
+    __slots__ = ("x", "y")    # what forward keeps: no dict to make
+
     op, symbol = "sub", "-"
 
     def forward(self, x, y):
@@ -676,6 +694,8 @@ class SubtractGate(Binary):
 @register
 class MultiplyGate(Binary):
     """mul: out = x * y, d/dx = y, d/dy = x (a gradient switcher)"""
+
+    __slots__ = ("x", "y")    # what forward keeps: no dict to make
 
     op, symbol = "mul", "*"
 
@@ -712,6 +732,8 @@ class MultiplyGate(Binary):
 class DivideGate(Binary):
     """div: out = x / y, d/dx = 1/y, d/dy = -x/y**2 = -out/y (division by 0 gives a
     signed inf or nan, as IEEE: 1/-0.0 is -inf, nan/0 and 0/0 are nan)"""
+
+    __slots__ = ("out", "x", "y")    # what forward keeps: no dict to make
 
     op, symbol = "div", "/"
 
@@ -750,6 +772,8 @@ class MaxGate(Binary):
     """max: out = max(x, y); the gradient goes to the larger input, split equally
     on a tie (a gradient router). Values are np.maximum's: a nan input gives nan
     (with nan local derivatives for both inputs); on a tie of 0.0 and -0.0, y."""
+
+    __slots__ = ("out", "x", "y")    # what forward keeps: no dict to make
 
     op, symbol = "max", "max"
 
@@ -791,6 +815,8 @@ class PowerGate(Binary):
     Values are C's pow for every element, as numpy gives for an array exponent, on
     floats too ((-inf)**0.5 is inf, (-8)**(1/3) is nan).
     """
+
+    __slots__ = ("out", "x", "y")    # what forward keeps: no dict to make
 
     op, symbol = "power", "**"
 
@@ -890,6 +916,8 @@ def _swap(a):
 class MatMulGate(Gate):
     """matmul: out = a @ b (vectors, matrices, batched on the left);
     da = g @ b^T, db = a^T @ g"""
+
+    __slots__ = ("a", "b")    # what forward keeps: no dict to make
 
     arity = 2
     op, symbol = "matmul", "@"
