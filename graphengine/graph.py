@@ -496,8 +496,9 @@ class ComputationalGraph:
         self.run = RunState()                 # values and gradients of the last run
 
     def __getstate__(self) -> dict:
-        # copy.deepcopy and pickle: the weak references (to this graph and to the
-        # handles it gave out) are this object's own; a copy makes its own
+        # copy.deepcopy and pickle: the weak references to the handles this graph
+        # gave out are its own (a copy gives out its own), and the copy's gates are
+        # marked as the copy's in __setstate__
         state = self.__dict__.copy()
         state["_handles"], state["_sweep"] = {}, 1024
         return state
