@@ -22,21 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's graphengine
 
+from bench_mlp import make_moons  # noqa: E402  (the same 100 points as the demo there)
+
 ALPHA = 1e-4
-
-
-def make_moons(n=100, noise=0.1, seed=1):
-    rng = np.random.default_rng(seed)
-    n_out, n_in = n // 2, n - n // 2
-    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
-    X = np.vstack([np.c_[np.cos(t_out), np.sin(t_out)],
-                   np.c_[1 - np.cos(t_in), 1 - np.sin(t_in) - 0.5]])
-    y = np.r_[np.zeros(n_out), np.ones(n_in)] * 2 - 1
-    return X + rng.normal(scale=noise, size=X.shape), y
 
 
 def initial_weights():
@@ -54,6 +44,27 @@ def lr_at(k):
     return 1.0 - 0.9 * k / 100
 
 
+def demo_loss(params, shape, rows, ys, relu):
+    """micrograd's demo loss written with Python operators on ``params`` (graphengine
+    Nodes or torch tensors, in micrograd's order), ``relu`` the library's."""
+    it = iter(params)
+    net = [[([next(it) for _ in range(n)], next(it), nonlin) for n, nonlin in layer]
+           for layer in shape]
+    losses = []
+    for row, yi in zip(rows, ys, strict=True):
+        h = row
+        for layer in net:
+            out = []
+            for w, b, nonlin in layer:
+                act = sum((wi * xi for wi, xi in zip(w, h, strict=True)), b)
+                out.append(relu(act) if nonlin else act)
+            h = out
+        losses.append(relu(1 + -yi * h[0]))
+    data_loss = sum(losses) * (1.0 / len(losses))
+    reg_loss = ALPHA * sum(p * p for p in params)
+    return data_loss + reg_loss
+
+
 def engine_demo(layers, X, y):
     import graphengine as ge
 
@@ -65,22 +76,7 @@ def engine_demo(layers, X, y):
     def step(k):
         g = ge.ComputationalGraph()
         params = [g.parameter(f"p{i}", v) for i, v in enumerate(flat)]
-        it = iter(params)
-        net = [[([next(it) for _ in range(n)], next(it), nonlin) for n, nonlin in layer]
-               for layer in shape]
-        losses = []
-        for row, yi in zip(rows, ys, strict=True):
-            h = row
-            for layer in net:
-                out = []
-                for w, b, nonlin in layer:
-                    act = sum((wi * xi for wi, xi in zip(w, h, strict=True)), b)
-                    out.append(g.relu(act) if nonlin else act)
-                h = out
-            losses.append(g.relu(1 + -yi * h[0]))
-        data_loss = sum(losses) * (1.0 / len(losses))
-        reg_loss = ALPHA * sum(p * p for p in params)
-        total = data_loss + reg_loss
+        total = demo_loss(params, shape, rows, ys, g.relu)
         loss = g.forward()
         grads = g.backward()
         lr = lr_at(k)
@@ -123,22 +119,7 @@ def torch_demo(layers, X, y):
     ys = [float(v) for v in y]
 
     def step(k):
-        it = iter(params)
-        net = [[([next(it) for _ in range(n)], next(it), nonlin) for n, nonlin in layer]
-               for layer in shape]
-        losses = []
-        for row, yi in zip(rows, ys, strict=True):
-            h = row
-            for layer in net:
-                out = []
-                for w, b, nonlin in layer:
-                    act = sum((wi * xi for wi, xi in zip(w, h, strict=True)), b)
-                    out.append(torch.relu(act) if nonlin else act)
-                h = out
-            losses.append(torch.relu(1 + -yi * h[0]))
-        data_loss = sum(losses) * (1.0 / len(losses))
-        reg_loss = ALPHA * sum(p * p for p in params)
-        total = data_loss + reg_loss
+        total = demo_loss(params, shape, rows, ys, torch.relu)
         for p in params:
             p.grad = None
         total.backward()

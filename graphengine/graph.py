@@ -508,7 +508,7 @@ class ComputationalGraph:
         _GRAPHS[id(self)] = self
         for i, gate in enumerate(self._gates):  # the copied gates are this copy's
             if getattr(gate, "_ge_node", None) is not None:
-                gate._ge_node = (id(self), i)
+                self._mark(gate, i)
 
     # ------------------------------------------------------------ the record
 
@@ -599,11 +599,15 @@ class ComputationalGraph:
         if gate.__class__ is type:
             gate = self._gates[i] = gate()
         if gate is not None:
-            try:
-                gate._ge_node = (id(self), i)
-            except AttributeError:            # a gate with __slots__
-                _SLOTTED[id(gate)] = self
+            self._mark(gate, i)
         return gate
+
+    def _mark(self, gate, i: int) -> None:
+        # marks gate as node i's, so that apply refuses it for another node
+        try:
+            gate._ge_node = (id(self), i)
+        except AttributeError:                # a gate with __slots__
+            _SLOTTED[id(gate)] = self
 
     def _append(self, kind, gate, a, b, value, name) -> int:
         k = len(self._kinds)
@@ -673,10 +677,7 @@ class ComputationalGraph:
                 else (None, None) if kind != "gate" else (args, MANY))
         self._append(kind, gate, a, b, value, name)
         if gate is not None:
-            try:
-                gate._ge_node = (id(self), k)        # marks the gate as this node's
-            except AttributeError:                   # a gate with __slots__
-                _SLOTTED[id(gate)] = self
+            self._mark(gate, k)
         return self._give(k)
 
     def _gate2(self, cls, a: int, b) -> Node:

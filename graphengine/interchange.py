@@ -421,6 +421,16 @@ class _OnnxBuilder:
                       "type reads them")
         return v
 
+    def labels(self, name: str, what: str) -> Node:
+        """The node of integer tensor ``name`` (class labels or one-hot indices): a
+        graph input read as labels, or a constant; ``what`` names it in the error."""
+        y = self.env.get(name)
+        if isinstance(y, _Labels) and y.role == "labels":
+            return y.node
+        if isinstance(y, _Static):
+            return self.constant(y)
+        self.fail(f"{what} {name!r} must be integers")
+
     def shape(self, name: str) -> tuple:
         """The static shape of tensor ``name``, from ONNX shape inference."""
         shape = self.shapes.get(name)
@@ -610,15 +620,9 @@ def _onnx_table():
             b.fail("only reduction='mean' without weights or ignore_index is supported")
         if len(b.node.output) > 1 and b.node.output[1]:
             b.fail("the second output (log_prob) is not supported")
-        s, y = b.env.get(scores), b.env.get(labels)
+        s = b.env.get(scores)
         s = s.node if isinstance(s, _Unsqueezed) and s.axes == [0] else b.tensor(scores)
-        if isinstance(y, _Labels) and y.role == "labels":
-            y = y.node
-        elif isinstance(y, _Static):
-            y = b.constant(y)
-        else:
-            b.fail(f"labels {labels!r} must be integers")
-        return b.g.softmax_cross_entropy(s, y, name=b.out)
+        return b.g.softmax_cross_entropy(s, b.labels(labels, "labels"), name=b.out)
 
 
     def abs_(b, x):              # |x| = max(x, -x): derivative 0 at 0, as torch's
@@ -642,13 +646,7 @@ def _onnx_table():
         a = b.attrs()
         if a.get("axis", -1) not in (-1, 1) or list(np.ravel(b.static(values))) != [0, 1]:
             b.fail("only OneHot on the last axis with values [0, 1] is supported")
-        y = b.env.get(labels)
-        if isinstance(y, _Labels) and y.role == "labels":
-            y = y.node
-        elif isinstance(y, _Static):
-            y = b.constant(y)
-        else:
-            b.fail(f"indices {labels!r} must be integers")
+        y = b.labels(labels, "indices")
         depth = np.ravel(b.static(depth))
         if depth.size != 1:
             b.fail(f"OneHot's depth must be one number, got {depth.size}")
