@@ -32,7 +32,7 @@ import numpy as np
 
 from . import gates as G
 from .errors import GraphError
-from .plan import MANY, Plan, RunState, _plural, as_value, compile_plan, derived_names
+from .plan import MANY, NONE, Plan, RunState, _plural, as_value, compile_plan, derived_names
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -474,13 +474,16 @@ class ComputationalGraph:
     def __init__(self):
         # the record: one entry per node, in insertion order (topological). _kinds[i]
         # is None once node i is removed; _a[i], _b[i] are a gate's first and second
-        # input (None when it has fewer), or the tuple of its inputs and MANY; _gates
+        # input (NONE, -1, when it has fewer; both NONE for a leaf), or NONE and MANY
+        # (-2) with the tuple of its inputs in _many[i]: lists of ints, which append
+        # fast and compiling reads into numpy arrays in one pass each. _gates
         # holds a built-in gate's class until the gate is needed (see _gate_of);
         # a name not in _names is derived from the gate and i (see _name)
         self._kinds: list = []
         self._gates: list = []
         self._a: list = []
         self._b: list = []
+        self._many: dict = {}                 # index -> inputs of a gate of MANY
         self._vals: dict = {}                 # index -> a parameter's or constant's value
         self._names: dict = {}                # index -> a name given (or moved by a clash)
         self._index: dict[str, int] = {}      # every stored name -> its node
@@ -558,10 +561,13 @@ class ComputationalGraph:
 
     def _ins(self, i: int) -> tuple:
         """The indices of node i's inputs, in slot order."""
-        a, b = self._a[i], self._b[i]
-        if b is None:
-            return () if a is None else (a,)
-        return a if b is MANY else (a, b)
+        b = self._b[i]
+        if b >= 0:
+            return (self._a[i], b)
+        if b == MANY:
+            return self._many[i]
+        a = self._a[i]
+        return () if a < 0 else (a,)
 
     def _handle(self, i: int) -> Node:
         """The Node of index i: the one given out before if it is still alive."""
@@ -673,15 +679,17 @@ class ComputationalGraph:
         if name is None:
             name = self._auto_name(prefix, k, avoid)
         n = len(args)
-        a, b = ((args[0], None) if n == 1 else args if n == 2
-                else (None, None) if kind != "gate" else (args, MANY))
+        a, b = ((args[0], NONE) if n == 1 else args if n == 2
+                else (NONE, NONE) if kind != "gate" else (NONE, MANY))
+        if b == MANY:
+            self._many[k] = tuple(args)
         self._append(kind, gate, a, b, value, name)
         if gate is not None:
             self._mark(gate, k)
         return self._give(k)
 
     def _gate2(self, cls, a: int, b) -> Node:
-        # the builders' fast path: a built-in gate of inputs a and b (indices; b None
+        # the builders' fast path: a built-in gate of inputs a and b (indices; b NONE
         # for one input), no name. The record holds the gate's class until the gate
         # is needed, and the name is derived from the class's op and the index (a
         # stored name ending in _k for this k makes it a stored one instead)
@@ -708,8 +716,8 @@ class ComputationalGraph:
         k = len(kinds)
         kinds.append("constant")
         self._gates.append(None)
-        self._a.append(None)
-        self._b.append(None)
+        self._a.append(NONE)
+        self._b.append(NONE)
         self._vals[k] = v
         if k in self._claimed:
             self._store_name(k, self._auto_name("const", k))
@@ -730,7 +738,7 @@ class ComputationalGraph:
 
     def _unary(self, cls, x, name=None) -> Node:
         if name is None and x.__class__ is Node and x.graph is self:
-            return self._gate2(cls, x._i, None)
+            return self._gate2(cls, x._i, NONE)
         return self._build(cls(), (x,), name)
 
     def _check_name(self, name) -> str:
@@ -993,7 +1001,9 @@ class ComputationalGraph:
             if getattr(gate, "_ge_node", None) is not None:
                 gate.__dict__.pop("_ge_node", None)
         self._index.pop(name, None)
-        self._kinds[i] = self._gates[i] = self._a[i] = self._b[i] = None
+        self._kinds[i] = self._gates[i] = None
+        self._a[i] = self._b[i] = NONE
+        self._many.pop(i, None)
         self._vals.pop(i, None)
         self._names.pop(i, None)
         self._gone += 1

@@ -28,20 +28,9 @@ from .gates import BUILTIN, Gate, fit, zeros_like
 # input's gradient (and a checked step's b is then the tuple of wanted inputs)
 UNARY, BINARY, CHECKED, FIRST, SECOND = 1, 2, 0, 3, 4
 _LEAVES = frozenset(("parameter", "constant"))
-class _Many:
-    """The record's ``_b`` of a gate whose arity is not 1 or 2 (``_a`` holds the tuple
-    of its inputs): one object, which copies and pickles as itself."""
-
-    __slots__ = ()
-
-    def __reduce__(self):
-        return "MANY"                 # by reference: this module's MANY
-
-    def __repr__(self):
-        return "MANY"
-
-
-MANY = _Many()
+# the record's encoding of a gate's inputs (see graph.py): no input, and a gate of
+# another arity than 1 or 2 (its inputs are in the record's _many)
+NONE, MANY = -1, -2
 
 
 def derived_names(names, gates, indices) -> list:
@@ -568,76 +557,88 @@ def compile_plan(g, output: int) -> Plan:
 
 
 def _compile(g, output: int) -> Plan:
-    kinds_r, gates_r, a_r, b_r = g._kinds, g._gates, g._a, g._b
+    kinds_r, gates_r, many = g._kinds, g._gates, g._many
     n = len(kinds_r)
+    # the record's inputs as numpy arrays: one pass of each question at C speed, then
+    # lists for the plan's Python loops
+    A_r = np.fromiter(g._a, dtype=np.int64, count=n)
+    B_r = np.fromiter(g._b, dtype=np.int64, count=n)
     count = 0
     if output == n - 1 and not g._gone:
-        # the usual case, at C speed: every node but the output has a user, so the
-        # output (the one node nothing uses) depends on every node
-        used = set(a_r)
-        used.update(b_r)
-        if MANY in used:
-            for ins in a_r:
-                if ins.__class__ is tuple:
-                    used.update(ins)
-        if used.issuperset(range(n - 1)):
+        # the usual case: every node but the output has a user, so the output (the
+        # one node nothing uses) depends on every node (NONE and MANY mark the spare
+        # places n + 1 and n)
+        used = np.zeros(n + 2, dtype=bool)
+        used[A_r] = True
+        used[B_r] = True
+        for ins in many.values():
+            used[list(ins)] = True
+        if used[:n - 1].all():
             count = n
     if count != n:
         # the output's ancestors, by one reverse pass (insertion order is topological)
+        a_r, b_r = g._a, g._b
         need = bytearray(n)
         need[output] = 1
         for i in range(output, -1, -1):
             if need[i]:
                 b = b_r[i]
-                if b is not None:
-                    if b is MANY:
-                        for u in a_r[i]:
+                if b < 0:
+                    if b == MANY:
+                        for u in many[i]:
                             need[u] = 1
                         continue
+                else:
                     need[b] = 1
                 a = a_r[i]
-                if a is not None:
+                if a >= 0:
                     need[a] = 1
-        count = need.count(1)
+        needed = np.frombuffer(need, dtype=np.uint8).astype(bool)
+        count = int(needed.sum())
+    gate = (A_r >= 0) | (B_r == MANY)          # a leaf has NONE for both
     if count == n:                              # every node: slot i is node i
-        order, rec, slot, kinds_o = range(n), None, None, kinds_r
+        rec, slot, where = None, None, range(n)
+        at_np = np.flatnonzero(gate)
+        leaves = np.flatnonzero(~gate).tolist()
     else:
-        order = [i for i in range(n) if need[i]]
-        rec = order
-        slot = [-1] * n
-        for k, i in enumerate(order):
-            slot[i] = k
-        kinds_o = [kinds_r[i] for i in order]
-    # passes at C speed where they can be: a million nodes compile in about a second
-    at = list(compress(order, map("gate".__eq__, kinds_o)))
+        order_np = np.flatnonzero(needed)
+        rec = order_np.tolist()
+        slot = np.full(n + 2, NONE, dtype=np.int64)     # NONE and MANY map to themselves
+        slot[order_np] = np.arange(len(order_np))
+        slot[n], slot[n + 1] = MANY, NONE
+        where = slot
+        at_np = order_np[gate[order_np]]
+        leaves = order_np[~gate[order_np]].tolist()
+    at = at_np.tolist()
     gates = list(map(gates_r.__getitem__, at))
     for k in list(compress(range(len(gates)), map(isinstance, gates, repeat(type)))):
         gates[k] = gates_r[at[k]] = gates[k]()  # a built-in gate made now (see graph.py)
-    B = list(map(b_r.__getitem__, at))
-    A = list(map(a_r.__getitem__, at))
-    kinds = [1 if b is None else 2 for b in B]
-    other = MANY in B or not BUILTIN.issuperset(map(type, gates))
-    if slot is not None:
-        A = [a if a is None or a.__class__ is tuple else slot[a] for a in A]
-        B = [b if b is None or b is MANY else slot[b] for b in B]
-        outs = [slot[i] for i in at]
-    else:
+    kinds = np.where(B_r[at_np] == NONE, UNARY, BINARY).tolist()
+    if slot is None:
+        # the record's own int objects: a million new ones would cost their memory
+        A, B = list(map(g._a.__getitem__, at)), list(map(g._b.__getitem__, at))
         outs = at
-    if other:                                   # a user's gate, or one of another arity
+    else:
+        A, B = slot[A_r[at_np]].tolist(), slot[B_r[at_np]].tolist()
+        outs = slot[at_np].tolist()
+    if many or not BUILTIN.issuperset(map(type, gates)):
+        # a user's gate, or one of another arity: a checked step of its input tuple
         builtin = BUILTIN
-        for k, gate in enumerate(gates):
-            if B[k] is MANY or type(gate) not in builtin:
+        for k, gate_k in enumerate(gates):
+            if B[k] == MANY or type(gate_k) not in builtin:
                 ins = g._ins(at[k])
-                kinds[k] = 0
-                A[k] = ins if slot is None else tuple([slot[u] for u in ins])
+                kinds[k] = CHECKED
+                A[k] = ins if slot is None else tuple([int(slot[u]) for u in ins])
                 B[k] = None
-    where = range(n) if slot is None else slot
-    inputs = [(where[i], g._name(i)) for i in compress(order, map("input".__eq__, kinds_o))]
-    leaf_idx = list(compress(order, map(_LEAVES.__contains__, kinds_o)))
-    leaf_slots = leaf_idx if slot is None else [slot[i] for i in leaf_idx]
+    # the leaves, in order: inputs to feed, parameters and constants to load
+    leaf_kinds = list(map(kinds_r.__getitem__, leaves))
+    inputs = [(int(where[i]), g._name(i))
+              for i in compress(leaves, map("input".__eq__, leaf_kinds))]
+    leaf_idx = list(compress(leaves, map(_LEAVES.__contains__, leaf_kinds)))
+    leaf_slots = leaf_idx if slot is None else slot[leaf_idx].tolist()
     trainable = list(map("parameter".__eq__, map(kinds_r.__getitem__, leaf_idx)))
     outside = () if count == len(g) else \
         tuple(g._names_of([i for i in g._indices() if not need[i]]))
     return Plan(kinds, gates, A, B, outs, tuple(inputs), leaf_slots, leaf_idx, trainable,
-                g._vals, where[output], outside, rec,
+                g._vals, int(where[output]), outside, rec,
                 (dict(g._names), list(gates_r)))
