@@ -450,3 +450,28 @@ def test_a_deep_copy_or_pickle_of_a_graph_is_a_graph_of_its_own():
         h["w"].value = [0.0, 0.0]
         assert h.forward(x=3.0) == pytest.approx([0.7310585786] * 2)
         assert np.array_equal(g.forward(x=3.0), [4.0, 7.0])
+
+
+@pytest.mark.parametrize("removed", [False, True])
+def test_a_plan_of_part_of_the_graph_renumbers_every_kind_of_input(removed):
+    # the output needs only some nodes, so the plan's slots are not the record's
+    # indices: a three-input gate's tuple, a pair's inputs and a one-input gate's are
+    # all mapped, around unused nodes (and removed ones)
+    g = ComputationalGraph()
+    x, y = g.input("x"), g.input("y")
+    spare = g.sigmoid(x)                             # nothing the output needs
+    junk = g.exp(y, name="junk")
+    s = g.apply(Scale(), x, y, 2.0, name="s")       # x y + 2
+    t = g.mul(s, g.relu(x), name="t")               # (x y + 2) x, for x > 0
+    after = g.sigmoid(t)
+    if removed:
+        g.remove(junk)
+    g.set_output(t)
+    assert g.forward(x=3.0, y=4.0) == 42.0
+    grads = g.backward()
+    assert (grads["x"], grads["y"], grads["s"], grads["t"]) == (26.0, 9.0, 3.0, 1.0)
+    assert grads[s.inputs[2].name] == 3.0            # the constant 2.0
+    assert grads[spare.name] == grads[after.name] == 0.0
+    assert ("junk" in grads) is not removed
+    plan = g.plan()
+    assert plan.rec == [0, 1, 4, 5, 6, 7]            # x, y, 2.0, s, relu, t
