@@ -304,7 +304,7 @@ def _forward_steps(plan, src, ns, indent: int, shapes=None) -> None:
         g, o = f"f{out}", f"v{out}"
         ns[g] = gate
         if shapes is not None:
-            body = _static_forward(type(gate), o, f"v{a}", f"v{b}", g)
+            body = _static_forward(type(gate), o, f"v{a}", f"v{b}" if kind == 2 else None, g)
         elif kind == 1:
             make = FORWARD.get(type(gate))
             body = make(o, f"v{a}", g) if make else f"{o} = {g}.forward(v{a})"
