@@ -86,10 +86,6 @@ class _Removed:
         return "<removed>"
 
 
-def _removed(graph) -> bool:
-    return graph.__class__ is _Removed
-
-
 _SLOTTED = weakref.WeakValueDictionary()    # id of a gate without __dict__ -> its graph
 _GRAPHS = weakref.WeakValueDictionary()     # id of a live graph -> it (gates' owner marks)
 _ref = weakref.ref

@@ -126,7 +126,7 @@ class Plan:
     parallel lists ``kinds, gates, a, b, outs`` (``steps`` gives them as tuples);
     ``inputs`` ``(slot, name)`` to feed; ``leaf_slots`` and ``leaf_idx`` (their
     indices in the graph's record) of parameters and constants, whose values are
-    read from the record's list ``values`` at every run; the output's slot ``out``;
+    read from the record's dict ``values`` at every run; the output's slot ``out``;
     the names of the nodes ``outside`` it. ``rec`` is the record index of each slot
     (None when slot and index agree). ``names``, ``slot`` (name to slot) and
     ``gates`` ``(gate, input slots, out)`` are built on first use. Parallel lists
@@ -634,9 +634,10 @@ def _compile(g, output: int) -> Plan:
     leaf_kinds = list(map(kinds_r.__getitem__, leaves))
     inputs = [(int(where[i]), g._name(i))
               for i in compress(leaves, map("input".__eq__, leaf_kinds))]
-    leaf_idx = list(compress(leaves, map(_LEAVES.__contains__, leaf_kinds)))
+    stored = list(map(_LEAVES.__contains__, leaf_kinds))
+    leaf_idx = list(compress(leaves, stored))
     leaf_slots = leaf_idx if slot is None else slot[leaf_idx].tolist()
-    trainable = list(map("parameter".__eq__, map(kinds_r.__getitem__, leaf_idx)))
+    trainable = list(map("parameter".__eq__, compress(leaf_kinds, stored)))
     outside = () if count == len(g) else \
         tuple(g._names_of([i for i in g._indices() if not need[i]]))
     return Plan(kinds, gates, A, B, outs, tuple(inputs), leaf_slots, leaf_idx, trainable,

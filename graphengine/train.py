@@ -70,8 +70,8 @@ def compile_step(g: ComputationalGraph, optimizer: optim.Optimizer):
     # the first signature it ran (codegen.special_step)
     compiled = [None, (), None, None]
     # a built-in optimizer's update trusts what the plan's backward computed
-    update = optimizer._update_from_plan if type(optimizer).update in (
-        optim.SGD.update, optim.Adam.update) else None
+    update = optimizer._update_from_plan if type(optimizer).update in optim._TRUSTING \
+        else None
 
     def step(feed: dict) -> float:
         plan = g.plan()
