@@ -13,11 +13,15 @@ checks that the two Jacobians agree.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-import graphengine as ge
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's graphengine
+
+import graphengine as ge  # noqa: E402
 
 
 def build(n, m, depth):
